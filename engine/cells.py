@@ -1,0 +1,289 @@
+"""The `Cell` record and the scan of a folder of cell images.
+
+A scan walks any folder tree, decides each image's label (class folder, C-NMC labels CSV, generic
+CSV, or none) and patient id, checks that every file decodes, and reports bad input instead of
+failing on it. Files are only read. The expensive part (decoding every file) can be skipped for
+files whose size and mtime match a previous scan's `FileCheck`, which is how the label store's
+index makes reopening a large folder fast.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .imaging import ImageReadError, is_image_name, read_rgb_checked
+from .labelfiles import LabelFile, find_cnmc_label_files, read_label_file
+from .patients import cnmc_class, compile_patient_regex, fold_of, patient_for
+
+# Folders the scan never enters: our own store, hidden folders, OS clutter.
+_SKIP_DIRS = re.compile(r"^(\..*|__MACOSX|\$RECYCLE\.BIN|System Volume Information)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One single-cell image. `path` is relative to the data root, with `/` separators."""
+
+    path: str
+    label: str | None  # original label from the data set; None = unlabeled
+    patient: str | None  # subject / slide id; None when the layout does not say
+    label_source: str = "none"  # folder | cnmc-csv | csv | none
+    fold: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    width: int = 0
+    height: int = 0
+
+    @property
+    def group(self) -> str:
+        """What a split must keep together: the patient, or the image itself when unknown."""
+        return self.patient if self.patient is not None else f"image:{self.path}"
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.path).name
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """What decoding a file once told us; reused while size and mtime are unchanged."""
+
+    size: int
+    mtime_ns: int
+    digest: str | None
+    problem: str | None
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class ScanResult:
+    root: Path
+    cells: list[Cell]
+    problems: list[Problem] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # label-file rows whose image is absent
+    checks: dict[str, FileCheck] = field(default_factory=dict)
+    label_files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({c.label for c in self.cells if c.label is not None})
+
+    def class_counts(self) -> dict[str, int]:
+        counts = Counter(c.label for c in self.cells if c.label is not None)
+        return {k: counts[k] for k in sorted(counts)}
+
+    @property
+    def patients(self) -> list[str]:
+        return sorted({c.patient for c in self.cells if c.patient is not None}, key=_natural)
+
+    @property
+    def by_patient(self) -> bool:
+        """True when every labelled cell has a patient id, so splits can keep patients apart."""
+        return bool(self.cells) and all(c.patient is not None for c in self.cells)
+
+    @property
+    def unlabeled(self) -> int:
+        return sum(1 for c in self.cells if c.label is None)
+
+    def patient_class_counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, Counter] = {}
+        for c in self.cells:
+            out.setdefault(c.patient or "(none)", Counter())[c.label or "(unlabeled)"] += 1
+        return {p: dict(sorted(v.items())) for p, v in sorted(out.items(), key=lambda kv: _natural(kv[0]))}
+
+    def to_json(self) -> dict:
+        return {
+            "root": str(self.root),
+            "cells": len(self.cells),
+            "classes": self.class_counts(),
+            "unlabeled": self.unlabeled,
+            "patients": self.patients,
+            "by_patient": self.by_patient,
+            "per_patient": self.patient_class_counts(),
+            "folds": dict(sorted(Counter(c.fold for c in self.cells if c.fold).items())),
+            "label_files": self.label_files,
+            "problems": [asdict(p) for p in self.problems],
+            "missing": self.missing,
+            "notes": self.notes,
+        }
+
+
+def _natural(s: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s))
+
+
+def walk_images(root: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every file with an image extension, sorted."""
+    found: list[tuple[str, int, int]] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # an unreadable sub-folder; its files are simply not visible
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not _SKIP_DIRS.match(entry.name):
+                        stack.append(Path(entry.path))
+                elif is_image_name(entry.name) and entry.is_file():
+                    st = entry.stat()
+                    rel = Path(entry.path).relative_to(root).as_posix()
+                    found.append((rel, st.st_size, st.st_mtime_ns))
+            except OSError:
+                continue
+    found.sort(key=lambda t: _natural(t[0]))
+    return found
+
+
+def class_folders(relpaths: Iterable[str]) -> set[str]:
+    """Folders (relative) whose name is the class of the images directly inside them.
+
+    A folder is a class folder when its parent holds two or more folders that contain images
+    (C-NMC `fold_0/{all,hem}`, PBC's eight classes, `<slide>/<class>/`); a lone folder of images is
+    a slide or an unlabeled batch, not a class.
+    """
+    image_dirs = {str(PurePosixPath(p).parent) for p in relpaths}
+    image_dirs.discard(".")
+    siblings: dict[str, set[str]] = {}
+    for d in image_dirs:
+        siblings.setdefault(str(PurePosixPath(d).parent), set()).add(d)
+    return {d for group in siblings.values() if len(group) >= 2 for d in group}
+
+
+def _check_file(root: Path, rel: str, size: int, mtime_ns: int) -> FileCheck:
+    try:
+        img, digest = read_rgb_checked(root / rel)
+    except ImageReadError as exc:
+        return FileCheck(size, mtime_ns, None, str(exc))
+    except Exception as exc:  # a decoder bug must not end the scan of 15,000 files
+        return FileCheck(size, mtime_ns, None, f"could not be decoded: {exc}")
+    return FileCheck(size, mtime_ns, digest, None, img.shape[1], img.shape[0])
+
+
+def scan(
+    root: str | os.PathLike,
+    labels: str | os.PathLike | None = None,
+    *,
+    patient_regex: str | None = None,
+    folder_labels: bool = True,
+    known: Mapping[str, FileCheck] | None = None,
+    verify: bool = True,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ScanResult:
+    """Scan a folder of cell images; bad files are reported in `problems`, never raised.
+
+    `labels` names a C-NMC or generic labels CSV (a malformed one raises LabelFileError: the
+    user asked for it explicitly). C-NMC labels CSVs inside the tree are found and applied too.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder (or cannot be opened)")
+    pattern = compile_patient_regex(patient_regex)
+    files = walk_images(root)
+    label_files: list[LabelFile] = find_cnmc_label_files(root)
+    if labels is not None:
+        explicit = read_label_file(Path(labels), root)
+        label_files = [lf for lf in label_files if lf.path != explicit.path] + [explicit]
+
+    checks = _verify(root, files, known, verify, workers, progress)
+    present = {rel for rel, _, _ in files}
+    by_name = _unique_names(present)
+    csv_rows: dict[str, tuple[str | None, str | None, str | None, str]] = {}
+    problems: list[Problem] = []
+    missing: list[str] = []
+    for lf in label_files:
+        for row in lf.rows:
+            rel = lf.resolve(row.path, present, by_name)
+            if rel is None:
+                missing.append(row.path if lf.kind == "generic" else lf.display(row.path))
+            elif row.problem:
+                problems.append(Problem(rel, row.problem))
+            else:
+                csv_rows[rel] = (row.label, row.patient, row.original, lf.kind)
+    governed = {d for lf in label_files for d in lf.governed_dirs(present)}
+    class_dirs = class_folders(present) if folder_labels else set()
+
+    cells: list[Cell] = []
+    seen_digest: dict[str, str] = {}
+    for rel, size, mtime_ns in files:
+        check = checks[rel]
+        if check.problem:
+            problems.append(Problem(rel, check.problem))
+            continue
+        if check.digest in seen_digest:
+            problems.append(Problem(rel, f"duplicate content of {seen_digest[check.digest]} (skipped)"))
+            continue
+        if check.digest:
+            seen_digest[check.digest] = rel
+        parent = str(PurePosixPath(rel).parent)
+        is_class_dir = parent in class_dirs and parent not in governed
+        label, patient, source = None, None, "none"
+        if rel in csv_rows:
+            label, patient, original, kind = csv_rows[rel]
+            source = "cnmc-csv" if kind == "cnmc" else "csv"
+            patient = patient or patient_for(rel, class_level=is_class_dir, pattern=pattern, original_name=original)
+        else:
+            if is_class_dir:
+                label, source = PurePosixPath(parent).name, "folder"
+            elif parent not in governed and (cls := cnmc_class(rel)) is not None:
+                label, source = cls, "folder"  # C-NMC names end in the class, even when moved
+            patient = patient_for(rel, class_level=is_class_dir, pattern=pattern)
+        cells.append(Cell(rel, label, patient, source, fold_of(rel), size, mtime_ns, check.width, check.height))
+
+    result = ScanResult(root, cells, problems, missing, checks, [str(lf.path) for lf in label_files])
+    no_pid = sum(1 for c in cells if c.patient is None)
+    if no_pid:
+        result.notes.append(
+            f"No patient id could be found for {no_pid} of {len(cells)} cells: each such image is its "
+            "own group, so splits cannot be made by patient for them (accuracy may be optimistic)."
+        )
+    return result
+
+
+def _unique_names(present: set[str]) -> dict[str, str | None]:
+    """File name -> relative path, or None when the name occurs more than once."""
+    out: dict[str, str | None] = {}
+    for rel in present:
+        name = PurePosixPath(rel).name
+        out[name] = None if name in out else rel
+    return out
+
+
+def _verify(root, files, known, verify, workers, progress) -> dict[str, FileCheck]:
+    checks: dict[str, FileCheck] = {}
+    todo = []
+    for rel, size, mtime_ns in files:
+        prev = known.get(rel) if known else None
+        if prev is not None and prev.size == size and prev.mtime_ns == mtime_ns:
+            checks[rel] = prev
+        elif not verify:
+            checks[rel] = FileCheck(size, mtime_ns, None, None if size else "empty file (0 bytes)")
+        else:
+            todo.append((rel, size, mtime_ns))
+    total, done = len(files), len(checks)
+    if progress:
+        progress(done, total)
+    if todo:
+        # OpenCV releases the GIL while decoding, so threads use every core.
+        with ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 2) + 1)) as pool:
+            for (rel, _, _), check in zip(todo, pool.map(lambda t: _check_file(root, *t), todo)):
+                checks[rel] = check
+                done += 1
+                if progress and (done % 64 == 0 or done == total):
+                    progress(done, total)
+    return checks

@@ -1,0 +1,132 @@
+"""Typed events that long engine jobs yield, the cancel token, and the continue decision.
+
+Training and prediction are generators: `fit(...)` yields these frozen dataclasses and a driver
+(the CLI's loop, or the GUI's worker thread) reacts to them. When `fit` yields `AskContinue` the
+driver answers with `generator.send(Continue(n))` or `generator.send(Halt())`; a plain `next()`
+(sending None) counts as Halt, so an unattended driver can never train forever.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Cancelled(Exception):
+    """Raised inside an engine job when its CancelToken was triggered."""
+
+
+class CancelToken:
+    """Cooperative cancellation: the job checks it every batch and cleans up itself."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+# ---- decisions sent into a training generator ------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Continue:
+    epochs: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Halt:
+    pass
+
+
+Decision = Continue | Halt
+
+
+# ---- events ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Something the user should read: level is 'info' or 'warning'."""
+
+    text: str
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingStarted:
+    run_dir: str
+    device: str
+    classes: tuple[str, ...]
+    n_train: int
+    n_val: int
+    n_test: int
+    split_protocol: str
+    start_epoch: int
+    max_epochs: int
+    weights_source: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchProgress:
+    phase: str  # "train" | "val" | "predict"
+    epoch: int
+    batch: int  # 1-based
+    n_batches: int
+    loss: float | None = None
+    accuracy: float | None = None
+    lr: float | None = None
+    images_per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochEnd:
+    epoch: int  # 1-based
+    train: dict[str, float]
+    val: dict[str, float]
+    lr: float
+    is_best: bool
+    seconds: float
+    stalls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AskContinue:
+    """Halt, or continue for N more epochs? Answer with generator.send(Continue(n) | Halt())."""
+
+    epoch: int
+    best_epoch: int
+    best_metric: float
+    suggested_epochs: int
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingFinished:
+    run_dir: str
+    reason: str  # completed | halted | early-stopped | cancelled
+    epochs_run: int
+    best_epoch: int
+    best_metrics: dict[str, float]
+    test_metrics: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingFailed:
+    """A failure with a message that says what to do; saved checkpoints are kept."""
+
+    message: str
+    kind: str = "error"  # out-of-memory | nan-loss | data | weights | error
+    run_dir: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictProgress:
+    done: int
+    total: int
+    images_per_s: float | None = None
