@@ -1,0 +1,41 @@
+"""Shared fixtures: the real data in ../shared/data, read in place, never copied."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Qt tests run headless; set before any Qt import (pytest-qt imports Qt when collecting).
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Keep CPU tests reproducible and polite on a 2-core machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REQUIRE_SHARED = os.environ.get("ALLBLAST_REQUIRE_SHARED_DATA") == "1"
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        if REQUIRE_SHARED:
+            pytest.fail(f"ALLBLAST_REQUIRE_SHARED_DATA=1 but {path} is missing")
+        pytest.skip(f"real data not found at {path} (tests read ../shared/data in place)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cnmc_dir() -> Path:
+    """C-NMC 2019 samples: training_data/fold_0/{all,hem} + validation_data with the labels CSV."""
+    return _shared("cnmc-samples")
+
+
+@pytest.fixture(scope="session")
+def pbc_dir() -> Path:
+    """PBC: 8 classes x 250 JPEG cells, one folder per class, no patient ids."""
+    return _shared("pbc-dev")
+
+
+@pytest.fixture(scope="session")
+def bccd_dir() -> Path:
+    return _shared("bccd-dev")
