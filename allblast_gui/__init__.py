@@ -1,0 +1,1 @@
+"""allblast's PySide6 desktop GUI: thin Qt adapters and views over the Qt-free engine."""

@@ -1,0 +1,91 @@
+"""Every menu command and keyboard shortcut, defined once.
+
+The window builds its QActions from `ACTIONS` and the help dialog prints its table from the same
+list, so the shortcuts the user reads are the shortcuts that work.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QWidget
+
+MAX_CLASS_KEYS = 9
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    name: str  # stable id: the window looks actions up by it
+    text: str  # menu text (with & mnemonic)
+    shortcuts: tuple[str, ...] = ()  # portable key sequences, e.g. "Ctrl+Shift+Z"
+    group: str = "General"  # heading in the help dialog
+    help: str = ""  # longer description for the help dialog; defaults to the text
+
+
+def _label_specs() -> list[ActionSpec]:
+    specs = [
+        ActionSpec(f"label_{i}", f"Label as class {i}", (str(i),), "Labeling",
+                   f"Set class {i} (classes in the order of the data set tree)")
+        for i in range(1, MAX_CLASS_KEYS + 1)
+    ]
+    specs += [
+        ActionSpec("label_unsure", "Mark &Unsure", ("U",), "Labeling", "Mark the selected cells unsure"),
+        ActionSpec("label_clear", "&Clear Label", ("0", "Backspace"), "Labeling",
+                   "Remove the label (unlabeled)"),
+    ]
+    return specs
+
+
+ACTIONS: tuple[ActionSpec, ...] = tuple([
+    ActionSpec("open", "&Open Folder…", ("Ctrl+O",), "File", "Open a folder of cell images"),
+    ActionSpec("import", "&Import Labels…", ("Ctrl+I",), "File", "Apply labels from a CSV file"),
+    ActionSpec("export_generic", "Export Labels (generic CSV)…", ("Ctrl+E",), "File",
+               "Write path,label,patient for every cell"),
+    ActionSpec("export_cnmc", "Export Labels (C-NMC CSV)…", (), "File",
+               "Write Patient_ID,new_names,labels (1 = all, 0 = hem)"),
+    ActionSpec("export_history", "Export Label History…", (), "File", "Write every change with who and when"),
+    ActionSpec("quit", "&Quit", ("Ctrl+Q",), "File", "Close allblast"),
+    ActionSpec("undo", "&Undo", ("Ctrl+Z",), "Edit", "Undo the last label change (a batch is one step)"),
+    ActionSpec("redo", "&Redo", ("Ctrl+Shift+Z",), "Edit", "Redo"),
+    ActionSpec("select_all", "Select &All", ("Ctrl+A",), "Edit", "Select every visible cell"),
+    ActionSpec("find", "&Find by Name", ("Ctrl+F",), "Edit", "Jump to the file-name search"),
+    ActionSpec("annotator", "Set &Annotator…", (), "Edit", "Name recorded with every label change"),
+    ActionSpec("bigger", "&Bigger Tiles", ("Ctrl+=", "Ctrl++"), "View", "Larger thumbnails"),
+    ActionSpec("smaller", "&Smaller Tiles", ("Ctrl+-",), "View", "Smaller thumbnails"),
+    ActionSpec("zoom_in", "Zoom Inspector In", ("+",), "View", "Zoom the full-resolution cell in"),
+    ActionSpec("zoom_out", "Zoom Inspector Out", ("-",), "View", "Zoom the full-resolution cell out"),
+    ActionSpec("zoom_fit", "Fit Inspector", ("F",), "View", "Fit the cell into the inspector"),
+    ActionSpec("shortcuts", "&Keyboard Shortcuts", ("F1",), "Help", "This table"),
+    ActionSpec("about", "&About allblast", (), "Help", ""),
+] + _label_specs())
+
+BY_NAME = {spec.name: spec for spec in ACTIONS}
+
+
+def build_actions(parent: QWidget, handlers: dict[str, Callable[[], None]]) -> dict[str, QAction]:
+    """QActions for every spec, added to `parent` so their shortcuts work window-wide."""
+    actions: dict[str, QAction] = {}
+    for spec in ACTIONS:
+        action = QAction(spec.text, parent)
+        action.setObjectName(f"action_{spec.name}")
+        if spec.shortcuts:
+            action.setShortcuts([QKeySequence(s) for s in spec.shortcuts])
+        if spec.help:
+            action.setStatusTip(spec.help)
+        if spec.name in handlers:
+            action.triggered.connect(lambda _checked=False, f=handlers[spec.name]: f())
+        parent.addAction(action)
+        actions[spec.name] = action
+    return actions
+
+
+def shortcut_text(spec: ActionSpec) -> str:
+    """Shortcuts as the platform writes them ("Ctrl+Shift+Z", "⌘⇧Z" on macOS)."""
+    return ", ".join(QKeySequence(s).toString(QKeySequence.SequenceFormat.NativeText) for s in spec.shortcuts)
+
+
+def label_key_text(classes: list[str]) -> list[tuple[str, str]]:
+    """(key, meaning) rows for the labeling keys of the open data set."""
+    rows = [(str(i + 1), name) for i, name in enumerate(classes[:MAX_CLASS_KEYS])]
+    return rows + [("U", "unsure"), ("0 / Backspace", "clear (unlabeled)")]

@@ -1,0 +1,202 @@
+"""The one place where engine work runs off the GUI thread and comes back as Qt signals.
+
+Modelled on superqt's `_qthreading`: the work is a plain function or generator, run on a
+QThreadPool; it never touches widgets. A `Worker` is a QObject that lives on the GUI thread; the
+pool thread only emits one private signal (`_event`), which Qt queues to the GUI thread where it is
+turned into the public signals. So slots connected to `started/progress/result/error/finished` -
+lambdas included - always run on the GUI thread, and exceptions cross threads as `error`.
+
+A `TaskRunner` owns the pool and the live workers. Submitting under a `key` makes every older
+worker with that key stale: its progress/result/error are dropped (the user opened another folder
+meanwhile), only `finished` still fires so the bookkeeping stays simple.
+"""
+from __future__ import annotations
+
+import queue
+import traceback
+from collections.abc import Callable, Generator
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
+
+from engine.events import CancelToken, Cancelled
+
+
+class Worker(QObject):
+    """Base: subclasses implement `work()`; `start()` (or a TaskRunner) runs it on a pool."""
+
+    started = Signal()
+    progress = Signal(object)  # whatever the work reports / yields
+    result = Signal(object)  # the return value
+    error = Signal(object)  # the exception (with .__traceback_text__ for logs)
+    finished = Signal()  # always last, also after an error or when stale
+    _event = Signal(str, object)  # pool thread -> GUI thread; see module docstring
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.cancel_token = CancelToken()
+        self._stale = False
+        self._done = False
+        self._event.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
+
+    # -- called on the GUI thread ----------------------------------------------------------------
+    def discard(self) -> None:
+        """Drop everything this worker still reports (except `finished`) and ask it to stop."""
+        self._stale = True
+        self.cancel_token.cancel()
+
+    @property
+    def is_stale(self) -> bool:
+        return self._stale
+
+    @property
+    def is_done(self) -> bool:
+        return self._done
+
+    def start(self, pool: QThreadPool | None = None) -> None:
+        (pool or QThreadPool.globalInstance()).start(_Job(self))
+
+    @Slot(str, object)
+    def _dispatch(self, kind: str, payload: Any) -> None:
+        if kind == "finished":
+            self._done = True
+            self.finished.emit()
+        elif not self._stale:
+            getattr(self, kind).emit(*(() if kind == "started" else (payload,)))
+
+    # -- called on the pool thread ---------------------------------------------------------------
+    def work(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def report(self, value: Any) -> None:
+        """Emit `progress`; raises Cancelled once the worker was discarded, so long jobs stop."""
+        self.cancel_token.raise_if_cancelled()
+        self._event.emit("progress", value)
+
+    def _run(self) -> None:
+        self._event.emit("started", None)
+        try:
+            value = self.work()
+        except Cancelled:
+            pass  # asked to stop: nobody listens any more
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI as a signal
+            exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            self._event.emit("error", exc)
+        else:
+            self._event.emit("result", value)
+        finally:
+            self._event.emit("finished", None)
+
+
+class _Job(QRunnable):
+    """Keeps the QRunnable separate so the Worker (a QObject) stays owned by the GUI thread."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def run(self) -> None:
+        self._worker._run()
+
+
+class FunctionWorker(Worker):
+    """Runs `func(*args, **kwargs)`. With `progress_arg="progress"` the function gets a callback
+    that reports through the `progress` signal (and raises Cancelled when discarded)."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any, progress_arg: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__()
+        self._func, self._args, self._kwargs = func, args, kwargs
+        if progress_arg:
+            self._kwargs[progress_arg] = lambda *values: self.report(values if len(values) != 1 else values[0])
+
+    def work(self) -> Any:
+        return self._func(*self._args, **self._kwargs)
+
+
+class GeneratorWorker(Worker):
+    """Drives a generator: each yielded value is a `progress` event, its return value the `result`.
+
+    Engine jobs such as training ask questions (`AskContinue`); when `needs_answer(event)` is true
+    the worker waits for `answer(decision)` from the GUI and sends it into the generator. A
+    discard sends None, which the engine reads as Halt.
+    """
+
+    def __init__(self, gen: Generator[Any, Any, Any], *,
+                 needs_answer: Callable[[Any], bool] | None = None) -> None:
+        super().__init__()
+        self._gen = gen
+        self._needs_answer = needs_answer
+        self._answers: queue.Queue = queue.Queue()
+
+    def answer(self, value: Any) -> None:
+        self._answers.put(value)
+
+    def discard(self) -> None:
+        super().discard()
+        self._answers.put(None)
+
+    def work(self) -> Any:
+        send: Any = None
+        try:
+            while True:
+                event = self._gen.send(send)
+                send = None
+                self.report(event)
+                if self._needs_answer is not None and self._needs_answer(event):
+                    send = self._answers.get()
+                    self.cancel_token.raise_if_cancelled()
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            self._gen.close()
+
+
+class TaskRunner(QObject):
+    """Owns a thread pool and its live workers; `shutdown()` before the window goes away."""
+
+    def __init__(self, parent: QObject | None = None, *, max_threads: int = 2) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(max_threads)
+        self._live: set[Worker] = set()
+        self._latest: dict[str, Worker] = {}
+
+    def submit(self, worker: Worker, *, key: str | None = None) -> Worker:
+        """Start `worker`; a newer submission under the same `key` makes the older one stale."""
+        if key is not None:
+            old = self._latest.get(key)
+            if old is not None and not old.is_done:
+                old.discard()
+            self._latest[key] = worker
+        self._live.add(worker)  # a Python reference until `finished`, or it could be collected
+        worker.finished.connect(lambda w=worker: self._forget(w))
+        worker.start(self.pool)
+        return worker
+
+    def run(self, func: Callable[..., Any], *args: Any, key: str | None = None,
+            progress_arg: str | None = None, **kwargs: Any) -> FunctionWorker:
+        worker = FunctionWorker(func, *args, progress_arg=progress_arg, **kwargs)
+        self.submit(worker, key=key)
+        return worker
+
+    def busy(self, key: str | None = None) -> bool:
+        if key is None:
+            return any(not w.is_done for w in self._live)
+        w = self._latest.get(key)
+        return w is not None and not w.is_done
+
+    def _forget(self, worker: Worker) -> None:
+        self._live.discard(worker)
+        for key, w in list(self._latest.items()):
+            if w is worker:
+                del self._latest[key]
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        """Discard every worker and wait for the pool; True when all threads are idle."""
+        for w in list(self._live):
+            w.discard()
+        ok = self.pool.waitForDone(timeout_ms)
+        self._live.clear()
+        self._latest.clear()
+        return ok

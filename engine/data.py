@@ -1,0 +1,190 @@
+"""Cell images as uint8 tensors for training and inference, a shared decoded-image cache, loaders.
+
+Items stay uint8 until they reach the device, where `to_model_input` converts and normalises them
+(as timm's PrefetchLoader does): a uint8 batch is 4x smaller to collate, pin and copy, and flips
+and 90-degree rotations on uint8 are exact, so augmentation never changes a pixel value.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .imaging import ImageReadError, read_rgb
+
+_UPSCALE = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
+            "lanczos": cv2.INTER_LANCZOS4}
+
+
+class CellReadError(ImageReadError):
+    """A file that scanned fine could not be read during training; the message names it.
+
+    Single-argument constructor on purpose: DataLoader re-raises worker errors as type(msg).
+    """
+
+
+def resize_square(img: np.ndarray, size: int, interpolation: str = "bicubic") -> np.ndarray:
+    """Resize to size x size. INTER_AREA when shrinking (it averages the source pixels, so fine
+    chromatin texture does not alias, like PIL's antialiased resize timm was trained with);
+    cubic (or the spec's interpolation) when enlarging, where INTER_AREA degrades to nearest."""
+    h, w = img.shape[:2]
+    if h == size and w == size:
+        return img
+    flag = cv2.INTER_AREA if (h >= size and w >= size) else _UPSCALE.get(interpolation, cv2.INTER_CUBIC)
+    return cv2.resize(img, (size, size), interpolation=flag)
+
+
+def _default_cache_budget() -> int:
+    """A quarter of RAM, at most 8 GiB, and never more than /dev/shm can hold (Docker: 64 MB)."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 8 << 30
+    budget = min(ram // 4, 8 << 30)
+    if os.path.isdir("/dev/shm"):
+        st = os.statvfs("/dev/shm")
+        budget = min(budget, int(st.f_bavail * st.f_frsize * 0.8))
+    return max(budget, 0)
+
+
+class DecodedCache:
+    """Decoded, resized uint8 images in shared memory, indexed like the dataset.
+
+    Both tensors are `share_memory_()`-ed before the DataLoader starts its workers, so a worker
+    that decodes item i writes it where every other worker (and the next epoch) can read it. Only
+    the first `capacity` items are cached when the whole set does not fit `max_bytes`.
+    """
+
+    def __init__(self, n_items: int, img_size: int, *, max_bytes: int | None = None):
+        per_item = img_size * img_size * 3
+        budget = _default_cache_budget() if max_bytes is None else max_bytes
+        self.n_items, self.img_size = n_items, img_size
+        self.capacity = max(0, min(n_items, budget // per_item))
+        self.images = torch.zeros((self.capacity, img_size, img_size, 3), dtype=torch.uint8)
+        self.filled = torch.zeros(self.capacity, dtype=torch.bool)
+        if self.capacity:
+            try:
+                self.images.share_memory_()
+                self.filled.share_memory_()
+            except RuntimeError:  # shared memory refused: run uncached rather than fail
+                self.capacity = 0
+                self.images = self.images[:0]
+                self.filled = self.filled[:0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel()
+
+    def get(self, index: int) -> np.ndarray | None:
+        if index < self.capacity and bool(self.filled[index]):
+            return self.images[index].numpy()
+        return None
+
+    def put(self, index: int, img: np.ndarray) -> None:
+        if index < self.capacity:
+            self.images[index].copy_(torch.from_numpy(img))
+            self.filled[index] = True  # set after the pixels, so a reader never sees half an image
+
+    def count(self) -> int:
+        return int(self.filled.sum())
+
+
+class CellDataset(Dataset):
+    """Item = (uint8 tensor [3,S,S], target int (-1 = none), index int)."""
+
+    def __init__(self, root, paths: Sequence[str], targets: Sequence[int] | None = None, *,
+                 img_size: int, interpolation: str = "bicubic", augment: bool = False,
+                 cache: DecodedCache | None = None):
+        self.root = Path(root)
+        self.paths = list(paths)
+        self.targets = [-1] * len(self.paths) if targets is None else [int(t) for t in targets]
+        if len(self.targets) != len(self.paths):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        if cache is not None and (cache.n_items != len(self.paths) or cache.img_size != img_size):
+            raise ValueError("the DecodedCache was made for a different set of images or size")
+        self.img_size, self.interpolation = int(img_size), interpolation
+        self.augment, self.cache = augment, cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        """Decoded, resized (H,W,3) uint8 image, from the cache when a worker already made it."""
+        if self.cache is not None and (hit := self.cache.get(index)) is not None:
+            return hit
+        path = self.root / self.paths[index]
+        try:
+            img = resize_square(read_rgb(path), self.img_size, self.interpolation)
+        except ImageReadError as exc:
+            raise CellReadError(f"cannot read {path}: {exc} (was it changed since the scan? "
+                                f"rescan the folder)") from exc
+        if self.cache is not None:
+            self.cache.put(index, img)
+        return img
+
+    def __getitem__(self, index: int):
+        img = self.load(index)
+        if self.augment:
+            img = dihedral(img, int(torch.randint(8, ()).item()))
+        # HWC -> CHW always copies here, so a view into the shared cache never leaves this method.
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+        return x, self.targets[index], index
+
+
+def dihedral(img: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations of a square (H,W,C) array: k&3 quarter turns, k&4 h-flip.
+
+    Equivalent to random hflip + vflip + rot90 (those generate the same 8 symmetries), with one
+    random draw instead of three."""
+    out = np.rot90(img, k & 3, axes=(0, 1))
+    return out[:, ::-1] if k & 4 else out
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker (base_seed + id); numpy/random are derived so any library code
+    # using them is reproducible too and workers never share a stream.
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    cv2.setNumThreads(1)  # each worker decodes one image; parallelism comes from the workers
+
+
+def default_workers(device: torch.device | str) -> int:
+    """CUDA: up to 8 decoding processes feed the GPU. CPU: 1 — the model already uses every core,
+    one worker overlaps decoding with compute (measured in benchmarks/bench_predict.py)."""
+    cpus = os.cpu_count() or 1
+    if torch.device(device).type == "cuda":
+        return min(cpus, 8)
+    return 1 if cpus > 1 else 0
+
+
+def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, workers: int | None = None,
+                drop_last: bool = False, seed: int = 0) -> DataLoader:
+    device = torch.device(device)
+    workers = default_workers(device) if workers is None else int(workers)
+    cuda = device.type == "cuda"
+    gen = torch.Generator()
+    gen.manual_seed(int(seed))
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+        num_workers=workers, pin_memory=cuda, generator=gen, worker_init_fn=_seed_worker,
+        # Persistent workers: no re-spawn (and re-import of torch) at every epoch on a GPU box.
+        persistent_workers=cuda and workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+
+
+def to_model_input(x_uint8: torch.Tensor, spec, device, channels_last: bool = True) -> torch.Tensor:
+    """uint8 [B,3,S,S] -> normalised float32 on `device`: (x/255 - mean)/std in one fused step."""
+    device = torch.device(device)
+    x = x_uint8.to(device, non_blocking=True).float()
+    mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    x = x.sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x

@@ -1,0 +1,156 @@
+"""Batched prediction with optional test-time augmentation, as a cancellable generator.
+
+Unreadable files are reported in `problems` and the rest are still predicted: one bad file among
+15,000 must not cost the user the whole run.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Generator, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .cells import Cell, Problem
+from .data import CellDataset, make_loader, to_model_input
+from .events import CancelToken, PredictProgress
+from .fsutil import atomic_write_text
+from .imaging import ImageReadError
+
+
+@dataclass
+class Predictions:
+    paths: list[str]
+    patients: list[str | None]
+    classes: tuple[str, ...]
+    probs: np.ndarray  # (N, C) float32, rows sum to 1, columns in `classes` order
+    problems: list[Problem] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def predicted(self) -> list[str]:
+        return [self.classes[i] for i in self.probs.argmax(1)] if len(self.probs) else []
+
+    @property
+    def margin(self) -> np.ndarray:
+        """top-1 minus top-2 probability: small = the model hesitated between two classes."""
+        if len(self.probs) == 0:
+            return np.zeros(0, np.float32)
+        top2 = np.sort(self.probs, axis=1)[:, -2:]
+        return (top2[:, 1] - top2[:, 0]).astype(np.float32)
+
+    @property
+    def entropy(self) -> np.ndarray:
+        """Shannon entropy in nats (0 = certain, ln C = uniform)."""
+        p = self.probs.astype(np.float64)
+        return (-(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)).astype(np.float32)
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["path", "patient", "predicted", *[f"p_{c}" for c in self.classes], "margin", "entropy"])
+        for row in zip(self.paths, self.patients, self.predicted, self.probs, self.margin, self.entropy):
+            p, pat, pred, probs, m, e = row
+            w.writerow([p, pat or "", pred, *[f"{v:.6f}" for v in probs], f"{m:.6f}", f"{e:.6f}"])
+        atomic_write_text(path, buf.getvalue())
+
+
+class _PredictDataset(CellDataset):
+    """Like CellDataset, but an unreadable file yields a blank image plus its reason."""
+
+    def __getitem__(self, index: int):
+        try:
+            x, _, i = super().__getitem__(index)
+            return x, i, ""
+        except ImageReadError as exc:
+            return torch.zeros((3, self.img_size, self.img_size), dtype=torch.uint8), index, str(exc) or "unreadable"
+
+
+def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """identity, h-flip, v-flip, rot90: four of the eight dihedral views. The other four cost as
+    much again on a CPU for a marginal gain; cells have no orientation, so any view is valid."""
+    return [x, x.flip(3), x.flip(2), x.rot90(1, (2, 3))]
+
+
+def predict_iter(
+    model: torch.nn.Module,
+    spec,
+    root,
+    cells: Sequence[Cell | str],
+    *,
+    device,
+    batch_size: int = 64,
+    tta: bool = False,
+    workers: int = 0,
+    cancel: CancelToken | None = None,
+) -> Generator[PredictProgress, None, Predictions]:
+    """Yields PredictProgress after every batch; returns Predictions (StopIteration.value).
+
+    `cells` may be Cell records or relative paths. Raises Cancelled when `cancel` fires.
+    """
+    device = torch.device(device)
+    paths = [c.path if isinstance(c, Cell) else str(c) for c in cells]
+    patients = [c.patient if isinstance(c, Cell) else None for c in cells]
+    ds = _PredictDataset(root, paths, img_size=spec.img_size, interpolation=spec.interpolation)
+    loader = make_loader(ds, batch_size=batch_size, shuffle=False, device=device, workers=workers)
+    was_training = model.training
+    model.eval()
+    cuda = device.type == "cuda"
+    model.to(device=device, memory_format=torch.channels_last)
+    amp = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
+
+    probs = np.zeros((len(paths), len(spec.classes)), np.float32)
+    ok = np.zeros(len(paths), bool)
+    problems: list[Problem] = []
+    total, done, start = len(paths), 0, time.perf_counter()
+    yield PredictProgress(0, total, None)
+    try:
+        with torch.inference_mode():
+            for xb, idx, reasons in loader:
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                good = torch.tensor([not r for r in reasons], dtype=torch.bool)
+                for i, r in zip(idx.tolist(), reasons):
+                    if r:
+                        problems.append(Problem(paths[i], r))
+                if good.any():
+                    x = to_model_input(xb[good], spec, device, channels_last=True)
+                    views = tta_views(x) if tta else [x]
+                    with amp:  # one forward over all views: bigger batches use the cores better
+                        logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
+                    p = logits.float().softmax(1).view(len(views), -1, logits.shape[1]).mean(0)
+                    sel = idx[good].numpy()
+                    probs[sel], ok[sel] = p.cpu().numpy(), True
+                done += len(idx)
+                elapsed = time.perf_counter() - start
+                yield PredictProgress(done, total, done / elapsed if elapsed > 0 else None)
+    finally:
+        model.train(was_training)
+    keep = np.flatnonzero(ok)
+    return Predictions([paths[i] for i in keep], [patients[i] for i in keep], tuple(spec.classes),
+                       probs[keep], problems)
+
+
+def predict(model, spec, root, cells, **kwargs) -> Predictions:
+    """Drain predict_iter and return its Predictions."""
+    gen = predict_iter(model, spec, root, cells, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def top_uncertain(preds: Predictions, n: int = 50) -> list[int]:
+    """Indices of the n least certain predictions (smallest margin) — for review queues."""
+    return [int(i) for i in np.argsort(preds.margin, kind="stable")[:n]] if len(preds) else []
+
+
+__all__ = ["Predictions", "predict_iter", "predict", "tta_views", "top_uncertain"]

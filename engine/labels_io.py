@@ -1,0 +1,118 @@
+"""Label CSVs in and out of the label store.
+
+Import reads a generic `path,label[,patient]` or C-NMC `Patient_ID,new_names,labels` file with
+`engine.labelfiles` (the same rules as the scan) and applies it as one undoable action. Export
+writes the current labels (generic or C-NMC form) or the full change log, atomically.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+from .fsutil import atomic_write_text
+from .labelfiles import read_label_file
+from .store import UNSURE, ImportReport, LabelStore, normalise_label
+
+GENERIC_COLUMNS = ("path", "patient", "original", "label", "annotator", "changed_at")
+HISTORY_COLUMNS = ("path", "old", "new", "annotator", "changed_at", "source", "action_id")
+CNMC_COLUMNS = ("Patient_ID", "new_names", "labels")
+CNMC_CODES = {"all": "1", "hem": "0"}
+
+
+def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
+    """Apply a labels CSV to the present cells: ONE transaction, ONE undoable action.
+
+    Raises `engine.labelfiles.LabelFileError` when the file is not a label CSV at all; bad rows and
+    rows naming images that are not in the data set are reported, not raised.
+    """
+    lf = read_label_file(Path(csv_path), store.data_root)
+    report = ImportReport(0, 0, [], [])
+    with store.transaction() as conn:
+        present = {r[0] for r in conn.execute("SELECT path FROM cells WHERE present = 1")}
+        by_name: dict[str, str | None] = {}
+        for rel in present:
+            name = PurePosixPath(rel).name
+            by_name[name] = None if name in by_name else rel
+        updates: dict[str, str | None] = {}
+        for row in lf.rows:
+            rel = lf.resolve(row.path, present, by_name)
+            if rel is None:
+                report.missing.append(row.path if lf.kind == "generic" else lf.display(row.path))
+            elif row.problem:
+                report.problems.append((row.path, row.problem))
+            else:
+                try:
+                    updates[rel] = normalise_label(row.label)
+                except TypeError as exc:
+                    report.problems.append((row.path, str(exc)))
+        _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import")
+        report.applied = len(changed)
+        report.unchanged = len(updates) - len(changed)
+    return report
+
+
+def _csv_text(header: tuple[str, ...], rows) -> tuple[str, int]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    n = 0
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+        n += 1
+    return buf.getvalue(), n
+
+
+def export_csv(store: LabelStore, out_path, *, format: str = "generic", history: bool = False) -> int:
+    """Write labels (or, with `history`, the change log) to `out_path` atomically; returns rows written.
+
+    Warnings (C-NMC rows skipped, duplicate file names) go to `store.last_warnings` and
+    `warnings.warn`.
+    """
+    store.last_warnings = []
+    if history:
+        changes = store.all_changes()
+        text, n = _csv_text(HISTORY_COLUMNS, (
+            (c.path, c.old, c.new, c.annotator, c.changed_at, c.source, c.action_id) for c in changes
+        ))
+    elif format == "generic":
+        rows = store.query(
+            "SELECT c.path, c.patient, c.original, CASE WHEN l.path IS NULL THEN c.original ELSE l.label END, "
+            "l.annotator, l.changed_at FROM cells c LEFT JOIN labels l ON l.path = c.path "
+            "WHERE c.present = 1 ORDER BY c.rowid"
+        )
+        text, n = _csv_text(GENERIC_COLUMNS, rows)
+    elif format == "cnmc":
+        text, n = _cnmc_text(store)
+    else:
+        raise ValueError(f"unknown export format {format!r}; expected 'generic' or 'cnmc'")
+    atomic_write_text(out_path, text)
+    for message in store.last_warnings:
+        warnings.warn(message, UserWarning, stacklevel=3)
+    return n
+
+
+def _cnmc_text(store: LabelStore) -> tuple[str, int]:
+    states = store.states()
+    kept, skipped = [], Counter()
+    for path, st in states.items():
+        code = CNMC_CODES.get(st.current) if st.current is not None else None
+        if code is None:
+            skipped["unlabeled" if st.current is None else ("unsure" if st.current == UNSURE else "other classes")] += 1
+        else:
+            kept.append((PurePosixPath(path).name, code))
+    if skipped:
+        detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        store.last_warnings.append(
+            f"C-NMC export holds only 'all' (1) and 'hem' (0): skipped {sum(skipped.values())} cells ({detail})"
+        )
+    names = Counter(name for name, _ in kept)
+    dupes = sorted(name for name, n in names.items() if n > 1)
+    if dupes:
+        store.last_warnings.append(
+            f"{len(dupes)} file names occur in more than one folder (e.g. {dupes[0]}); the C-NMC form names "
+            "files only, so those rows are ambiguous - use the generic export to keep folders"
+        )
+    return _csv_text(CNMC_COLUMNS, ((name, name, code) for name, code in kept))

@@ -1,0 +1,181 @@
+"""A training run's folder: what it holds, and how each file is written so a crash loses nothing.
+
+    model.pt         best-by-validation model, self-describing (engine.model.save_model)
+    last.pt          resume state after the last completed epoch: model, optimizer, plateau, rng
+    config.json      the TrainConfig the run was started with
+    split.json       exactly which images were train / val / test (Split.to_json)
+    metrics.jsonl    one JSON line per epoch, appended and fsynced
+    model_card.json  provenance: data, counts, weights, versions, split, device, results
+
+Every file except metrics.jsonl is replaced atomically (engine.fsutil); metrics.jsonl is only
+appended, and lines past last.pt's epoch are dropped on resume, so the two always agree.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .fsutil import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
+from .splits import Split
+
+
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+
+    # ---- paths -----------------------------------------------------------------------------
+    model_path = property(lambda self: self.path / "model.pt")
+    last_path = property(lambda self: self.path / "last.pt")
+    config_path = property(lambda self: self.path / "config.json")
+    split_path = property(lambda self: self.path / "split.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    card_path = property(lambda self: self.path / "model_card.json")
+
+    def create(self) -> "RunDir":
+        check_writable_dir(self.path)
+        return self
+
+    def can_resume(self) -> bool:
+        return self.last_path.is_file() and self.config_path.is_file() and self.split_path.is_file()
+
+    def has_run(self) -> bool:
+        """Whether a run already lives here (a new run must not silently overwrite it)."""
+        return any(p.exists() for p in (self.last_path, self.model_path, self.metrics_path))
+
+    # ---- json files ------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        return _read_json(self.config_path)
+
+    def write_split(self, split: Split) -> None:
+        atomic_write_json(self.split_path, split.to_json())
+
+    def read_split(self) -> Split:
+        return Split.from_json(_read_json(self.split_path))
+
+    def write_model_card(self, card: dict[str, Any]) -> None:
+        atomic_write_json(self.card_path, card)
+
+    def read_model_card(self) -> dict[str, Any]:
+        return _read_json(self.card_path)
+
+    # ---- metrics.jsonl ---------------------------------------------------------------------
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=_json_default, allow_nan=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash mid-append
+        return out
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Keep only epochs <= last_epoch (those last.pt knows about)."""
+        keep = [r for r in self.read_metrics() if int(r.get("epoch", 0)) <= last_epoch]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def save_last(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.last_path)
+
+    def load_last(self) -> dict[str, Any]:
+        # weights_only: the state holds tensors, numbers, strings and containers only.
+        return torch.load(self.last_path, map_location="cpu", weights_only=True)
+
+    def save_best(self, model, spec, **extra) -> None:
+        from .model import save_model
+
+        save_model(self.model_path, model, spec, **extra)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path.name} is missing in {path.parent}: not a training run folder") from None
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+# ---- rng state: resume continues the same random stream ---------------------------------------
+def rng_state() -> dict[str, Any]:
+    st = np.random.get_state()
+    out = {
+        "python": random.getstate(),
+        "numpy": [st[0], torch.from_numpy(st[1].astype(np.int64)), int(st[2]), int(st[3]), float(st[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    if "python" in state:
+        v, internal, gauss = state["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except RuntimeError:
+            pass  # a different number of GPUs now; the data order is still reproduced
+
+
+# ---- model card ---------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    import timm
+
+    try:
+        from importlib.metadata import version
+
+        allblast = version("allblast")
+    except Exception:
+        from . import __version__ as allblast
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "allblast": allblast, "platform": sys.platform}
+
+
+def split_counts(paths: list[str], cells_by_path: dict[str, Any]) -> dict[str, Any]:
+    """Images per class and per patient (patient -> class -> n) of one split."""
+    cells = [cells_by_path[p] for p in paths if p in cells_by_path]
+    per_class = Counter(c.label for c in cells)
+    per_patient: dict[str, Counter] = {}
+    for c in cells:
+        per_patient.setdefault(c.patient or "(unknown)", Counter())[c.label] += 1
+    return {
+        "n": len(cells),
+        "per_class": dict(sorted(per_class.items())),
+        "n_patients": len({c.patient for c in cells if c.patient is not None}),
+        "per_patient": {p: dict(sorted(v.items())) for p, v in sorted(per_patient.items())},
+    }

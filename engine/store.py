@@ -1,0 +1,366 @@
+"""The label store: one SQLite file per data set holding labels, their history and undo/redo.
+
+Labels are a class name, `UNSURE`, or None (unlabeled). A cell's *original* label comes from the
+scan (class folder or labels CSV); a user's label is an override kept in `labels`, so refreshing the
+originals never loses a review. Every change is written in one `BEGIN IMMEDIATE` transaction and
+appended to `changes` (never rewritten); `actions` is the global undo stack, persisted, so undo
+survives a restart and works the same from every window or CLI run on the data set.
+
+Durability: WAL journal with `synchronous=FULL`, so a label whose write returned survives a killed
+process (WAL + NORMAL would already survive SIGKILL) and also a power cut. `busy_timeout` lets two
+windows, or a window and the CLI, share the file without failing spuriously.
+
+The database lives in `<root>/.allblast/project.sqlite` (the scan skips hidden folders; images are
+never touched), or, when the data folder cannot be written, under the user data directory.
+"""
+from __future__ import annotations
+
+import getpass
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .storedb import SCHEMA_VERSION, StoreError, connect, locate_db, now_utc, translate_error
+
+if TYPE_CHECKING:
+    from .cells import Cell
+
+UNSURE = "unsure"
+SOURCES = ("keyboard", "batch", "csv-import", "undo", "redo", "cli")
+
+__all__ = [
+    "UNSURE", "LabelState", "Change", "ImportReport", "StoreError", "LabelStore",
+    "default_annotator", "SCHEMA_VERSION",
+]
+
+
+@dataclass(frozen=True)
+class LabelState:
+    path: str
+    original: str | None
+    current: str | None
+    annotator: str | None  # who set `current`; None while it is the original label
+    changed_at: str | None  # ISO-8601 UTC
+
+    @property
+    def changed(self) -> bool:
+        return self.current != self.original
+
+
+@dataclass
+class ImportReport:
+    applied: int  # cells whose label the import changed
+    unchanged: int  # rows whose cell already had that label
+    missing: list[str]  # rows naming images that are not in the data set
+    problems: list[tuple[str, str]]  # (row path, reason) for rows that could not be used
+
+
+@dataclass(frozen=True)
+class Change:
+    id: int
+    action_id: int
+    path: str
+    old: str | None
+    new: str | None
+    annotator: str
+    changed_at: str
+    source: str  # keyboard | batch | csv-import | undo | redo | cli
+
+
+def default_annotator() -> str:
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no user name in the environment (containers, some Windows services)
+        return "unknown"
+
+
+_STATE_SQL = (
+    "SELECT c.path, c.original, l.path IS NOT NULL, l.label, l.annotator, l.changed_at "
+    "FROM cells c LEFT JOIN labels l ON l.path = c.path"
+)
+_UPSERT_LABEL = (
+    "INSERT INTO labels(path, label, annotator, changed_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(path) DO UPDATE SET label = excluded.label, annotator = excluded.annotator, "
+    "changed_at = excluded.changed_at"
+)
+_INSERT_CHANGE = (
+    "INSERT INTO changes(action_id, path, old, new, annotator, changed_at, source, "
+    "prev_set, prev_annotator, prev_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _state(row) -> LabelState:
+    path, original, has, label, annotator, changed_at = row
+    if has:
+        return LabelState(path, original, label, annotator, changed_at)
+    return LabelState(path, original, original, None, None)
+
+
+def normalise_label(label: str | None) -> str | None:
+    if label is None:
+        return None
+    if not isinstance(label, str):
+        raise TypeError(f"a label is a class name, {UNSURE!r} or None, not {label!r}")
+    label = label.strip()
+    if not label:
+        return None
+    return UNSURE if label.lower() == UNSURE else label
+
+
+class LabelStore:
+    """Labels of one data set. Thread-safe (one connection behind a lock); process-safe (SQLite)."""
+
+    def __init__(self, data_root: Path, db_path: Path, location: str, conn: sqlite3.Connection,
+                 timeout: float, notes: list[str]):
+        self.data_root = data_root
+        self.db_path = db_path
+        self.location = location  # "beside" | "user-data" | "custom" (db_path given)
+        self.timeout = timeout
+        self.notes = notes
+        self.last_warnings: list[str] = []  # warnings of the latest export_csv
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, data_root, *, db_path=None, timeout: float = 5.0) -> "LabelStore":
+        root = Path(data_root).expanduser().resolve()
+        if not root.is_dir():
+            raise StoreError(f"{root} is not a folder (or cannot be opened); choose the data set's folder")
+        if db_path is not None:
+            db, location = Path(db_path).expanduser().resolve(), "custom"
+        else:
+            db, location = locate_db(root)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the folder for the label database {db.parent} ({exc.strerror or exc}); "
+                "make it writable or choose another database location"
+            ) from exc
+        conn, notes = connect(db, root, timeout)
+        return cls(root, db, location, conn, timeout, notes)
+
+    # ----------------------------------------------------------------- plumbing
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the label store {self.db_path} is closed")
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); sqlite errors become StoreError."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.db_path, self.timeout) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_error(exc, self.db_path, self.timeout) from exc
+                raise
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.db_path, self.timeout) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA optimize")
+                except sqlite3.Error:
+                    pass
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> "LabelStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- cells
+    def sync_cells(self, cells: Iterable["Cell"]) -> None:
+        """Record the scan's cells: new ones added, originals refreshed, vanished ones flagged absent."""
+        now = now_utc()
+        rows = [(c.path, c.label, c.patient, c.label_source, now, now) for c in cells]
+        with self.transaction() as conn:
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen(path TEXT PRIMARY KEY)")
+            conn.execute("DELETE FROM seen")
+            conn.executemany("INSERT OR IGNORE INTO seen(path) VALUES (?)", ((r[0],) for r in rows))
+            conn.executemany(
+                "INSERT INTO cells(path, original, patient, label_source, present, first_seen, last_seen) "
+                "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(path) DO UPDATE SET original = excluded.original, "
+                "patient = excluded.patient, label_source = excluded.label_source, present = 1, "
+                "last_seen = excluded.last_seen WHERE cells.present = 0 "
+                "OR cells.original IS NOT excluded.original OR cells.patient IS NOT excluded.patient "
+                "OR cells.label_source IS NOT excluded.label_source",
+                rows,
+            )
+            conn.execute("UPDATE cells SET present = 0 WHERE present = 1 AND path NOT IN (SELECT path FROM seen)")
+            conn.execute("DELETE FROM seen")
+
+    def states(self) -> dict[str, LabelState]:
+        """Label state of every cell present on disk."""
+        return {r[0]: _state(r) for r in self.query(_STATE_SQL + " WHERE c.present = 1 ORDER BY c.rowid")}
+
+    def state(self, path: str) -> LabelState:
+        rows = self.query(_STATE_SQL + " WHERE c.path = ?", (path,))
+        if not rows:
+            raise KeyError(path)
+        return _state(rows[0])
+
+    def absent(self) -> list[str]:
+        """Cells seen before but no longer on disk (their labels are kept)."""
+        return [r[0] for r in self.query("SELECT path FROM cells WHERE present = 0 ORDER BY path")]
+
+    def revision(self) -> int:
+        """Grows with every label change from any window or process: poll it to refresh views."""
+        return self.query("SELECT COALESCE(MAX(id), 0) FROM changes")[0][0]
+
+    def _fetch(self, conn: sqlite3.Connection, paths: list[str]) -> dict[str, tuple]:
+        if len(paths) > 2000:
+            wanted = set(paths)
+            return {r[0]: r for r in conn.execute(_STATE_SQL) if r[0] in wanted}
+        out: dict[str, tuple] = {}
+        for i in range(0, len(paths), 500):
+            chunk = paths[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((r[0], r) for r in conn.execute(_STATE_SQL + f" WHERE c.path IN ({marks})", chunk))
+        return out
+
+    # ----------------------------------------------------------------- labelling
+    def set_label(self, path: str, label: str | None, *, annotator: str, source: str = "keyboard") -> int | None:
+        """Set one cell's label; returns the undoable action's id, or None when nothing changed."""
+        return self.set_labels([path], label, annotator=annotator, source=source)
+
+    def set_labels(self, paths: Iterable[str], label: str | None, *, annotator: str,
+                   source: str = "batch") -> int | None:
+        """Give many cells one label as ONE undoable action; None when nothing changed."""
+        label = normalise_label(label)
+        with self.transaction() as conn:
+            return self.apply(conn, {p: label for p in paths}, annotator=annotator, source=source)[0]
+
+    def apply(self, conn: sqlite3.Connection, updates: dict[str, str | None], *, annotator: str,
+              source: str) -> tuple[int | None, list[str]]:
+        """Inside `transaction()`: write `updates` as one action. Returns (action id, changed paths).
+
+        Unknown paths raise KeyError (the transaction is rolled back).
+        """
+        if source not in SOURCES:
+            raise ValueError(f"unknown change source {source!r}; expected one of {', '.join(SOURCES)}")
+        annotator = (annotator or "").strip() or default_annotator()
+        rows = self._fetch(conn, list(updates))
+        unknown = [p for p in updates if p not in rows]
+        if unknown:
+            raise KeyError(f"not a cell of this data set: {unknown[0]}" + (f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+        todo = [(p, new) for p, new in updates.items() if _state(rows[p]).current != new]
+        if not todo:
+            return None, []
+        now = now_utc()
+        conn.execute("UPDATE actions SET state = 'discarded' WHERE state = 'undone'")  # new action ends redo
+        aid = conn.execute(
+            "INSERT INTO actions(kind, state, annotator, created_at, n) VALUES (?, 'done', ?, ?, ?)",
+            (source, annotator, now, len(todo)),
+        ).lastrowid
+        changes, labels = [], []
+        for path, new in todo:
+            _, _, has, _, prev_ann, prev_at = rows[path]
+            old = _state(rows[path]).current
+            changes.append((aid, path, old, new, annotator, now, source, int(bool(has)), prev_ann, prev_at))
+            labels.append((path, new, annotator, now))
+        conn.executemany(_INSERT_CHANGE, changes)
+        conn.executemany(_UPSERT_LABEL, labels)
+        return aid, [p for p, _ in todo]
+
+    # ----------------------------------------------------------------- undo / redo
+    def can_undo(self) -> bool:
+        return bool(self.query("SELECT 1 FROM actions WHERE state = 'done' LIMIT 1"))
+
+    def can_redo(self) -> bool:
+        return bool(self.query("SELECT 1 FROM actions WHERE state = 'undone' LIMIT 1"))
+
+    def undo(self, *, annotator: str | None = None) -> list[str]:
+        """Revert the latest action (from any window or process); returns the paths it changed."""
+        return self._step("undo", annotator)
+
+    def redo(self, *, annotator: str | None = None) -> list[str]:
+        return self._step("redo", annotator)
+
+    def _step(self, kind: str, annotator: str | None) -> list[str]:
+        who = (annotator or "").strip() or default_annotator()
+        with self.transaction() as conn:
+            if kind == "undo":
+                row = conn.execute("SELECT id FROM actions WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
+            else:
+                row = conn.execute("SELECT id FROM actions WHERE state = 'undone' ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return []
+            aid = row[0]
+            forward = conn.execute(
+                "SELECT path, old, new, annotator, changed_at, prev_set, prev_annotator, prev_changed_at "
+                "FROM changes WHERE action_id = ? AND source NOT IN ('undo', 'redo') ORDER BY id",
+                (aid,),
+            ).fetchall()
+            if kind == "undo":
+                forward.reverse()
+            current = self._fetch(conn, [f[0] for f in forward])
+            now = now_utc()
+            for path, old, new, ann, at, prev_set, prev_ann, prev_at in forward:
+                before = current[path]
+                was = _state(before).current
+                if kind == "redo":
+                    conn.execute(_UPSERT_LABEL, (path, new, ann, at))
+                    target = new
+                elif prev_set:
+                    conn.execute(_UPSERT_LABEL, (path, old, prev_ann, prev_at))
+                    target = old
+                else:
+                    conn.execute("DELETE FROM labels WHERE path = ?", (path,))
+                    target = before[1]  # back to the original label
+                conn.execute(_INSERT_CHANGE, (aid, path, was, target, who, now, kind,
+                                              int(bool(before[2])), before[4], before[5]))
+            conn.execute("UPDATE actions SET state = ? WHERE id = ?", ("undone" if kind == "undo" else "done", aid))
+            return list(dict.fromkeys(f[0] for f in forward))
+
+    def history(self, path: str) -> list[Change]:
+        """Every change of one cell, oldest first, undo and redo included."""
+        rows = self.query(
+            "SELECT id, action_id, path, old, new, annotator, changed_at, source FROM changes "
+            "WHERE path = ? ORDER BY id",
+            (path,),
+        )
+        return [Change(*r) for r in rows]
+
+    def all_changes(self) -> list[Change]:
+        rows = self.query("SELECT id, action_id, path, old, new, annotator, changed_at, source FROM changes ORDER BY id")
+        return [Change(*r) for r in rows]
+
+    # ----------------------------------------------------------------- CSV
+    def import_csv(self, csv_path, *, annotator: str) -> ImportReport:
+        from .labels_io import import_csv
+
+        return import_csv(self, csv_path, annotator=annotator)
+
+    def export_csv(self, out_path, *, format: str = "generic", history: bool = False) -> int:
+        from .labels_io import export_csv
+
+        return export_csv(self, out_path, format=format, history=history)
+

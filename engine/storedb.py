@@ -1,0 +1,185 @@
+"""The label database file: where it lives, how it is opened, its schema, and its errors.
+
+`engine.store` holds the label logic; this module only knows SQLite. The schema is versioned with
+`PRAGMA user_version`; a file written by a newer allblast is refused rather than damaged.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import platformdirs
+
+SCHEMA_VERSION = 1
+DB_NAME = "project.sqlite"
+BESIDE_DIR = ".allblast"  # hidden: the scan never enters it
+
+_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE cells(
+    path TEXT PRIMARY KEY,          -- relative to the data root, '/' separators
+    original TEXT,                  -- label from the data set (folder / CSV); NULL = unlabeled
+    patient TEXT,
+    label_source TEXT,
+    present INTEGER NOT NULL DEFAULT 1,  -- 0: no longer on disk (labels kept)
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
+CREATE TABLE labels(                -- a user's label overrides the original; row absent = original
+    path TEXT PRIMARY KEY REFERENCES cells(path),
+    label TEXT,                     -- class name, 'unsure', or NULL (explicitly unlabeled)
+    annotator TEXT NOT NULL,
+    changed_at TEXT NOT NULL
+);
+CREATE TABLE actions(               -- the global undo stack
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,             -- keyboard | batch | csv-import | cli
+    state TEXT NOT NULL CHECK (state IN ('done', 'undone', 'discarded')),
+    annotator TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    n INTEGER NOT NULL
+);
+CREATE INDEX actions_state ON actions(state, id);
+CREATE TABLE changes(               -- append-only history, undo and redo included
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action_id INTEGER NOT NULL REFERENCES actions(id),
+    path TEXT NOT NULL REFERENCES cells(path),
+    old TEXT,
+    new TEXT,
+    annotator TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    prev_set INTEGER NOT NULL,      -- the override row before this change (for exact undo)
+    prev_annotator TEXT,
+    prev_changed_at TEXT
+);
+CREATE INDEX changes_path ON changes(path, id);
+CREATE INDEX changes_action ON changes(action_id, id);
+CREATE TABLE files(                 -- the scan index: what decoding each file told us
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    digest TEXT,
+    problem TEXT,
+    width INTEGER NOT NULL DEFAULT 0,
+    height INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The label database cannot be used; the message says why and what to do."""
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def user_data_root() -> Path:
+    return Path(platformdirs.user_data_dir("allblast", appauthor=False))
+
+
+def dir_writable(folder: Path) -> bool:
+    """True when `folder` can be created and a file written in it: tried, not guessed from modes
+    (root ignores permission bits; read-only mounts and ACLs do not show in them)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}-{threading.get_ident()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"x")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def locate_db(data_root: Path) -> tuple[Path, str]:
+    """Where the label database of `data_root` lives: (path, "beside" | "user-data")."""
+    beside = data_root / BESIDE_DIR / DB_NAME
+    if dir_writable(beside.parent):
+        return beside, "beside"
+    key = hashlib.sha256(str(data_root).encode("utf-8")).hexdigest()[:16]
+    return user_data_root() / "projects" / key / DB_NAME, "user-data"
+
+
+def translate_error(exc: sqlite3.Error, db_path: Path, timeout: float) -> StoreError:
+    msg = str(exc).lower()
+    if "locked" in msg or "busy" in msg:
+        text = (f"the label database {db_path} is locked by another program (another allblast window "
+                f"or an allblast-engine command) for more than {timeout:g} s; wait for it to finish or "
+                "close it, then try again")
+    elif "readonly" in msg or "read-only" in msg:
+        text = (f"the label database {db_path} is read-only; make the file and its folder writable, "
+                "or open the data set with a database in a writable place (db_path)")
+    elif "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        text = (f"the label database {db_path} is damaged ({exc}); move it aside (rename it) and reopen "
+                "the data set to start a new one, then import your last exported labels CSV")
+    elif "full" in msg:
+        text = f"the disk holding {db_path} is full ({exc}); free some space and try again"
+    elif "unable to open" in msg:
+        text = f"cannot open the label database {db_path} ({exc}); check that its folder exists and is writable"
+    else:
+        text = f"label database error in {db_path}: {exc}"
+    return StoreError(text)
+
+
+def connect(db_path: Path, data_root: Path, timeout: float) -> tuple[sqlite3.Connection, list[str]]:
+    """Open (creating or migrating) the database; returns the connection and notes for the user."""
+    notes: list[str] = []
+    try:
+        conn = sqlite3.connect(str(db_path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise translate_error(exc, db_path, timeout) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            notes.append(f"the file system of {db_path} does not support WAL; using {mode} journal")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        _migrate(conn, db_path, data_root)
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate_error(exc, db_path, timeout) from exc
+    except StoreError:
+        conn.close()
+        raise
+    return conn, notes
+
+
+def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")  # two openers at once: the second waits, then sees the schema
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the label database {db_path} was written by a newer allblast (schema {version}, this "
+                f"version reads {SCHEMA_VERSION}); update allblast, or open the data set with another db_path"
+            )
+        if version == 0:
+            if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(
+                    f"{db_path} is an SQLite file but not an allblast label database; move it aside "
+                    "or choose another db_path"
+                )
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (now_utc(),))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        # Future migrations: `if version < 2: ...` here, inside the same transaction.
+        old_root = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        if old_root is None or old_root[0] != str(data_root):
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('root', ?)", (str(data_root),))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
