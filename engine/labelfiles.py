@@ -80,12 +80,12 @@ class LabelFile:
         """Folders whose images take their labels from this file rather than the folder name."""
         if self.kind != "cnmc":
             return set()
-        names = {PurePosixPath(r.path).name for r in self.rows}
+        names = {r.path.replace("\\", "/").rpartition("/")[2] for r in self.rows}
         base = self.base
         return {
-            str(PurePosixPath(p).parent)
+            p.rpartition("/")[0]
             for p in present
-            if PurePosixPath(p).name in names and (base in (None, ".") or p.startswith(base + "/"))
+            if p.rpartition("/")[2] in names and (base in (None, ".") or p.startswith(base + "/"))
         }
 
     def display(self, row_path: str) -> str:

@@ -100,7 +100,8 @@ def _cnmc_text(store: LabelStore) -> tuple[str, int]:
     for path, st in states.items():
         code = CNMC_CODES.get(st.current) if st.current is not None else None
         if code is None:
-            skipped["unlabeled" if st.current is None else ("unsure" if st.current == UNSURE else "other classes")] += 1
+            why = "unlabeled" if st.current is None else "unsure" if st.current == UNSURE else "other classes"
+            skipped[why] += 1
         else:
             kept.append((PurePosixPath(path).name, code))
     if skipped:

@@ -7,7 +7,6 @@ folder that sits above the class folder. The class folder itself is never a pati
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
 
 CNMC_NAME = re.compile(r"^UID_(?P<patient>[Hh]?\d+)_\d+_\d+_(?P<cls>all|hem)\.\w+$", re.IGNORECASE)
 # Looser form (other C-NMC derived sets rename the tail); still needs the UID_ prefix.
@@ -29,12 +28,12 @@ def normalise_cnmc_patient(raw: str) -> str:
 
 def cnmc_patient(name: str) -> str | None:
     """Patient id from a C-NMC file name (or the original name in the validation CSV)."""
-    m = CNMC_PREFIX.match(PurePosixPath(name).name)
+    m = CNMC_PREFIX.match(name.rpartition("/")[2])
     return normalise_cnmc_patient(m.group("patient")) if m else None
 
 
 def cnmc_class(name: str) -> str | None:
-    m = CNMC_NAME.match(PurePosixPath(name).name)
+    m = CNMC_NAME.match(name.rpartition("/")[2])
     return m.group("cls").lower() if m else None
 
 
@@ -68,7 +67,7 @@ def is_container_folder(name: str) -> bool:
 
 
 def fold_of(relpath: str) -> str | None:
-    for part in PurePosixPath(relpath).parts[:-1]:
+    for part in relpath.split("/")[:-1]:
         if _FOLD.match(part):
             return part.lower().replace("-", "_")
     return None
@@ -103,4 +102,4 @@ def patient_for(
     pid = regex_patient(pattern, relpath)
     if pid is not None:
         return pid
-    return slide_folder(PurePosixPath(relpath).parts[:-1], class_level)
+    return slide_folder(tuple(relpath.split("/")[:-1]), class_level)

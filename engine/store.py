@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import getpass
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .storedb import SCHEMA_VERSION, StoreError, connect, locate_db, now_utc, translate_error
+from .storedb import SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc
 
 if TYPE_CHECKING:
     from .cells import Cell
@@ -111,19 +109,19 @@ def normalise_label(label: str | None) -> str | None:
     return UNSURE if label.lower() == UNSURE else label
 
 
-class LabelStore:
-    """Labels of one data set. Thread-safe (one connection behind a lock); process-safe (SQLite)."""
+class LabelStore(Database):
+    """Labels of one data set. Thread-safe (one connection behind a lock); process-safe (SQLite).
+
+    `transaction()` (BEGIN IMMEDIATE) and `query()` come from `Database`; both raise StoreError.
+    """
 
     def __init__(self, data_root: Path, db_path: Path, location: str, conn: sqlite3.Connection,
                  timeout: float, notes: list[str]):
+        super().__init__(db_path, conn, timeout)
         self.data_root = data_root
-        self.db_path = db_path
         self.location = location  # "beside" | "user-data" | "custom" (db_path given)
-        self.timeout = timeout
-        self.notes = notes
+        self.notes = notes  # e.g. WAL not available on this file system
         self.last_warnings: list[str] = []  # warnings of the latest export_csv
-        self._conn: sqlite3.Connection | None = conn
-        self._lock = threading.RLock()
 
     @classmethod
     def open(cls, data_root, *, db_path=None, timeout: float = 5.0) -> "LabelStore":
@@ -143,58 +141,6 @@ class LabelStore:
             ) from exc
         conn, notes = connect(db, root, timeout)
         return cls(root, db, location, conn, timeout, notes)
-
-    # ----------------------------------------------------------------- plumbing
-    @property
-    def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StoreError(f"the label store {self.db_path} is closed")
-        return self._conn
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); sqlite errors become StoreError."""
-        with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise translate_error(exc, self.db_path, self.timeout) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
-                if isinstance(exc, sqlite3.Error):
-                    raise translate_error(exc, self.db_path, self.timeout) from exc
-                raise
-
-    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        with self._lock:
-            try:
-                return self.conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise translate_error(exc, self.db_path, self.timeout) from exc
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.execute("PRAGMA optimize")
-                except sqlite3.Error:
-                    pass
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> "LabelStore":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # ----------------------------------------------------------------- cells
     def sync_cells(self, cells: Iterable["Cell"]) -> None:
@@ -270,7 +216,8 @@ class LabelStore:
         rows = self._fetch(conn, list(updates))
         unknown = [p for p in updates if p not in rows]
         if unknown:
-            raise KeyError(f"not a cell of this data set: {unknown[0]}" + (f" (+{len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            raise KeyError(f"not a cell of this data set: {unknown[0]}{more}")
         todo = [(p, new) for p, new in updates.items() if _state(rows[p]).current != new]
         if not todo:
             return None, []
@@ -308,9 +255,10 @@ class LabelStore:
         who = (annotator or "").strip() or default_annotator()
         with self.transaction() as conn:
             if kind == "undo":
-                row = conn.execute("SELECT id FROM actions WHERE state = 'done' ORDER BY id DESC LIMIT 1").fetchone()
-            else:
-                row = conn.execute("SELECT id FROM actions WHERE state = 'undone' ORDER BY id LIMIT 1").fetchone()
+                sql = "SELECT id FROM actions WHERE state = 'done' ORDER BY id DESC LIMIT 1"
+            else:  # undone actions are always the newest: redo the oldest of them
+                sql = "SELECT id FROM actions WHERE state = 'undone' ORDER BY id LIMIT 1"
+            row = conn.execute(sql).fetchone()
             if row is None:
                 return []
             aid = row[0]
@@ -337,7 +285,8 @@ class LabelStore:
                     target = before[1]  # back to the original label
                 conn.execute(_INSERT_CHANGE, (aid, path, was, target, who, now, kind,
                                               int(bool(before[2])), before[4], before[5]))
-            conn.execute("UPDATE actions SET state = ? WHERE id = ?", ("undone" if kind == "undo" else "done", aid))
+            state = "undone" if kind == "undo" else "done"
+            conn.execute("UPDATE actions SET state = ? WHERE id = ?", (state, aid))
             return list(dict.fromkeys(f[0] for f in forward))
 
     def history(self, path: str) -> list[Change]:
@@ -350,7 +299,9 @@ class LabelStore:
         return [Change(*r) for r in rows]
 
     def all_changes(self) -> list[Change]:
-        rows = self.query("SELECT id, action_id, path, old, new, annotator, changed_at, source FROM changes ORDER BY id")
+        rows = self.query(
+            "SELECT id, action_id, path, old, new, annotator, changed_at, source FROM changes ORDER BY id"
+        )
         return [Change(*r) for r in rows]
 
     # ----------------------------------------------------------------- CSV

@@ -9,6 +9,8 @@ import hashlib
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -29,7 +31,7 @@ CREATE TABLE cells(
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
-CREATE TABLE labels(                -- a user's label overrides the original; row absent = original
+CREATE TABLE labels(                -- a user's label overrides the original (no row: the original holds)
     path TEXT PRIMARY KEY REFERENCES cells(path),
     label TEXT,                     -- class name, 'unsure', or NULL (explicitly unlabeled)
     annotator TEXT NOT NULL,
@@ -154,7 +156,22 @@ def connect(db_path: Path, data_root: Path, timeout: float) -> tuple[sqlite3.Con
     return conn, notes
 
 
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (executescript would COMMIT our transaction)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
 def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
+    if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
+        if row is not None and row[0] == str(data_root):
+            return  # nothing to write: opening needs no write lock
     conn.execute("BEGIN IMMEDIATE")  # two openers at once: the second waits, then sees the schema
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -169,9 +186,8 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
                     f"{db_path} is an SQLite file but not an allblast label database; move it aside "
                     "or choose another db_path"
                 )
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(_SCHEMA):
+                conn.execute(statement)
             conn.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (now_utc(),))
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         # Future migrations: `if version < 2: ...` here, inside the same transaction.
@@ -183,3 +199,64 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+class Database:
+    """One SQLite connection behind a lock: write transactions, queries, errors as StoreError."""
+
+    def __init__(self, db_path: Path, conn: sqlite3.Connection, timeout: float):
+        self.db_path = db_path
+        self.timeout = timeout
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.RLock()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the label store {self.db_path} is closed")
+        return self._conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); sqlite errors become StoreError."""
+        with self._lock:
+            conn = self.conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.db_path, self.timeout) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(exc, sqlite3.Error):
+                    raise translate_error(exc, self.db_path, self.timeout) from exc
+                raise
+
+    def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self.conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise translate_error(exc, self.db_path, self.timeout) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.execute("PRAGMA optimize")
+                except sqlite3.Error:
+                    pass
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
