@@ -20,10 +20,13 @@ SORT_KEYS = ("name", "patient", "label")
 _DIGITS = re.compile(r"(\d+)")
 
 
-def natural_key(s: str) -> tuple:
-    """'UID_2' < 'UID_10'. re.split puts text at even and numbers at odd positions, so two keys
-    never compare an int with a str."""
-    return tuple(int(t) if i % 2 else t.lower() for i, t in enumerate(_DIGITS.split(s)))
+def natural_key(s: str) -> str:
+    """A string that sorts naturally ('UID_2' < 'UID_10'): digit runs are zero-padded to a fixed
+    width. A str rather than a tuple because str comparison is done in C, which keeps sorting
+    15,000 rows in a few milliseconds."""
+    parts = _DIGITS.split(s.lower())
+    parts[1::2] = [p.rjust(20, "0") for p in parts[1::2]]
+    return "".join(parts)
 
 
 @dataclass(slots=True)
@@ -45,8 +48,8 @@ class CellRow:
     mtime_ns: int = 0
     # Sort/search keys, computed once on first use: 15,000 regex splits per re-sort would
     # cost more than the sort itself.
-    _name_key: tuple | None = field(default=None, init=False, repr=False, compare=False)
-    _patient_key: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _name_key: str | None = field(default=None, init=False, repr=False, compare=False)
+    _patient_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _haystack: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -72,14 +75,16 @@ class CellRow:
         """Row for a file the scan could not decode, so the reviewer sees it (with the reason)."""
         return cls(path, PurePosixPath(path).name, None, None, None, problem=reason, mtime_ns=mtime_ns)
 
-    def name_key(self) -> tuple:
+    def name_key(self) -> str:
+        """Natural name, then the path to break ties between equal names in other folders."""
         if self._name_key is None:
-            self._name_key = natural_key(self.name)
+            self._name_key = natural_key(self.name) + "\0" + self.path
         return self._name_key
 
-    def patient_key(self) -> tuple:
+    def patient_key(self) -> str:
+        """Natural patient id; cells without one sort after all patients."""
         if self._patient_key is None:
-            self._patient_key = natural_key(self.patient) if self.patient is not None else ()
+            self._patient_key = "1" if self.patient is None else "0" + natural_key(self.patient)
         return self._patient_key
 
     def haystack(self) -> str:
@@ -131,14 +136,14 @@ class CellFilter:
         return self == CellFilter(sort=self.sort)
 
 
-def _label_key(label: str | None) -> tuple:
+def _label_key(label: str | None) -> str:
     # Classes alphabetically, then "unsure", then unlabeled: the cells needing work come last
     # together instead of being mixed into the class blocks.
     if label is None:
-        return (2, "")
+        return "2"
     if label == UNSURE:
-        return (1, "")
-    return (0, label.lower())
+        return "1"
+    return "0" + label.lower()
 
 
 def apply_filter(rows: Sequence[CellRow], flt: CellFilter) -> list[int]:
@@ -167,10 +172,9 @@ def apply_filter(rows: Sequence[CellRow], flt: CellFilter) -> list[int]:
         idx = [i for i in idx if text in rows[i].haystack()]
 
     if flt.sort == "name":
-        key = lambda i: (rows[i].name_key(), rows[i].path)  # noqa: E731
+        key = lambda i: rows[i].name_key()  # noqa: E731
     elif flt.sort == "patient":
-        # Cells without a patient go last; within a patient, by name.
-        key = lambda i: (rows[i].patient is None, rows[i].patient_key(), rows[i].name_key(), rows[i].path)  # noqa: E731
+        key = lambda i: (rows[i].patient_key(), rows[i].name_key())  # noqa: E731
     else:
-        key = lambda i: (_label_key(rows[i].current), rows[i].name_key(), rows[i].path)  # noqa: E731
+        key = lambda i: (_label_key(rows[i].current), rows[i].name_key())  # noqa: E731
     return sorted(idx, key=key)

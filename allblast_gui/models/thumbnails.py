@@ -1,0 +1,237 @@
+"""Thumbnails for the cell grid: decoded off the GUI thread, cached in memory and on disk.
+
+Like Qt's mandelbrot example, a worker builds a QImage (thread-safe) and the GUI thread turns it
+into a QPixmap (GUI-thread only). Workers never touch widgets or the loader's state: they only
+emit one queued signal with their result, tagged with the generation it was asked for, so a
+result for a folder that is no longer shown is simply dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+from platformdirs import user_cache_dir
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Qt, Signal, Slot
+from PySide6.QtGui import QImage, QPixmap
+
+from engine.imaging import ImageReadError, read_rgb
+
+# Bump when the way thumbnails are made changes, so old disk-cache files are not reused.
+_CACHE_VERSION = "1"
+# Queued requests beyond this are cancelled oldest-first: when the reviewer flicks through a
+# 15,000-cell folder, tiles scrolled past long ago are not worth decoding any more.
+_MAX_PENDING = 1024
+
+
+def default_cache_dir() -> Path:
+    return Path(user_cache_dir("allblast")) / "thumbs"
+
+
+def cache_key(abspath: str, size: int, mtime_ns: int) -> str:
+    text = f"{_CACHE_VERSION}\0{abspath}\0{mtime_ns}\0{size}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def make_thumbnail(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Fit inside size x size keeping the aspect ratio; never enlarge (the painter can)."""
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    if scale >= 1.0:
+        return np.ascontiguousarray(rgb)
+    tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    # INTER_AREA averages source pixels: no aliasing on the fine chromatin texture.
+    return np.ascontiguousarray(cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA))
+
+
+def rgb_to_qimage(rgb: np.ndarray) -> QImage:
+    h, w = rgb.shape[:2]
+    # QImage only wraps the numpy buffer; copy() so the image owns its pixels after `rgb` dies.
+    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class _Job(QRunnable):
+    """Load one thumbnail: disk cache, else decode + scale + write the disk cache."""
+
+    def __init__(self, loader: ThumbnailLoader, key: tuple, generation: int, cache_dir: Path | None):
+        super().__init__()
+        self.setAutoDelete(True)
+        self._emit = loader._finished.emit  # a bound signal: emitting from here is queued
+        self.key = key
+        self.generation = generation
+        self.cache_dir = cache_dir
+        self.cancelled = False  # set by the GUI thread; a plain bool is enough under the GIL
+
+    def run(self) -> None:
+        if self.cancelled:
+            return
+        abspath, size, mtime_ns = self.key
+        image, error = QImage(), ""
+        try:
+            image = self._load(abspath, size, mtime_ns)
+        except ImageReadError as exc:
+            error = str(exc) or "could not be decoded"
+        except Exception as exc:  # a decoder bug must show as a placeholder, not kill a thread
+            error = f"could not be decoded: {exc}"
+        try:
+            # Typed arguments, not one Python object: PySide6's queued `object` signals have
+            # mis-counted references to None across threads (seen crashing here).
+            self._emit(abspath, size, str(mtime_ns), self.generation, image, error)
+        except RuntimeError:
+            pass  # the loader was destroyed while we worked; nobody wants the result
+
+    def _load(self, abspath: str, size: int, mtime_ns: int) -> QImage:
+        cache_file = None
+        if self.cache_dir is not None:
+            if not mtime_ns:  # unknown mtime: stat, so an edited file never hits a stale entry
+                try:
+                    mtime_ns = os.stat(abspath).st_mtime_ns
+                except OSError:
+                    mtime_ns = 0
+            cache_file = self.cache_dir / f"{cache_key(abspath, size, mtime_ns)}.png"
+            cached = _read_cached(cache_file)
+            if cached is not None:
+                return rgb_to_qimage(cached)
+        thumb = make_thumbnail(read_rgb(abspath), size)
+        if cache_file is not None:
+            _write_cached(cache_file, thumb)
+        return rgb_to_qimage(thumb)
+
+
+def _read_cached(path: Path) -> np.ndarray | None:
+    try:
+        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work
+    except OSError:
+        return None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _write_cached(path: Path, rgb: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        return
+    # Write-then-rename: another loader (or a second window) never reads half a file.
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{id(buf)}.tmp")
+    try:
+        buf.tofile(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # a full or read-only cache disk only costs speed
+
+
+class ThumbnailLoader(QObject):
+    """Asynchronous, cached thumbnails. `request` never blocks; `ready` says when to repaint."""
+
+    ready = Signal(str, int)  # absolute path, generation (also emitted when decoding failed)
+    # worker -> GUI thread: path, size, mtime_ns (str: may exceed a C int), generation, image
+    # (null on failure), error ("" on success)
+    _finished = Signal(str, int, str, int, QImage, str)
+
+    def __init__(self, cache_dir: Path | None = None, max_items: int = 4000, parent: QObject | None = None):
+        super().__init__(parent)
+        # Our own pool: thumbnail bursts must not starve QThreadPool.globalInstance() users.
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(max(1, min(8, os.cpu_count() or 2)))
+        self._cache_dir = self._prepare_cache_dir(Path(cache_dir) if cache_dir else default_cache_dir())
+        self._max_items = max(1, max_items)
+        self._pixmaps: OrderedDict[tuple, QPixmap] = OrderedDict()  # LRU: oldest first
+        self._pending: OrderedDict[tuple, _Job] = OrderedDict()  # coalesces duplicate requests
+        self._failures: dict[str, str] = {}
+        self._generation = 0
+        self._priority = 0
+        self._closed = False
+        self._finished.connect(self._on_finished, Qt.ConnectionType.QueuedConnection)
+
+    @staticmethod
+    def _prepare_cache_dir(path: Path) -> Path | None:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except OSError:
+            return None  # no disk cache (read-only home, full disk): decode every time instead
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def cache_dir(self) -> Path | None:
+        return self._cache_dir
+
+    def pool(self) -> QThreadPool:
+        return self._pool
+
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def request(self, abspath: str, size: int, mtime_ns: int = 0) -> QPixmap | None:
+        """The cached pixmap (fits in size x size), or None after scheduling a load."""
+        key = (abspath, int(size), int(mtime_ns))
+        pixmap = self._pixmaps.get(key)
+        if pixmap is not None:
+            self._pixmaps.move_to_end(key)
+            return pixmap
+        if self._closed or key in self._pending or abspath in self._failures:
+            return None
+        job = _Job(self, key, self._generation, self._cache_dir)
+        self._pending[key] = job
+        while len(self._pending) > _MAX_PENDING:
+            _, old = self._pending.popitem(last=False)
+            old.cancelled = True
+        # Rising priority = newest first: the tiles on screen now beat those scrolled past.
+        self._priority = (self._priority + 1) % 2**30
+        self._pool.start(job, self._priority)
+        return None
+
+    def cached(self, abspath: str, size: int, mtime_ns: int = 0) -> QPixmap | None:
+        """The pixmap if it is in memory; never schedules work."""
+        return self._pixmaps.get((abspath, int(size), int(mtime_ns)))
+
+    def failure(self, abspath: str) -> str | None:
+        """Why this file could not be made into a thumbnail, or None."""
+        return self._failures.get(abspath)
+
+    def reset(self) -> None:
+        """Forget queued work and failures; results still in flight will be dropped."""
+        self._generation += 1
+        self._cancel_pending()
+        self._failures.clear()
+        # Pixmaps stay: their keys include path, size and mtime, so they are still correct if
+        # the same folder is opened again.
+
+    def clear_memory(self) -> None:
+        self._pixmaps.clear()
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Cancel queued work and wait for running jobs; True when no thread is left running."""
+        self._closed = True
+        self._generation += 1
+        self._cancel_pending()
+        return self._pool.waitForDone(timeout_ms)
+
+    def _cancel_pending(self) -> None:
+        for job in self._pending.values():
+            job.cancelled = True  # for jobs already picked up by a thread
+        self._pending.clear()
+        self._pool.clear()  # drops jobs not yet started
+
+    @Slot(str, int, str, int, QImage, str)
+    def _on_finished(self, abspath: str, size: int, mtime: str, generation: int, image: QImage, error: str) -> None:
+        key = (abspath, size, int(mtime))
+        if generation != self._generation:
+            return  # asked for by a folder that is no longer shown
+        # Also keep results of jobs cancelled after they had started: the work is done anyway.
+        self._pending.pop(key, None)
+        if error or image.isNull():
+            self._failures[abspath] = error or "could not be decoded"
+        else:
+            self._pixmaps[key] = QPixmap.fromImage(image)  # GUI thread only
+            while len(self._pixmaps) > self._max_items:
+                self._pixmaps.popitem(last=False)
+        self.ready.emit(abspath, generation)
