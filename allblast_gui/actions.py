@@ -89,3 +89,38 @@ def label_key_text(classes: list[str]) -> list[tuple[str, str]]:
     """(key, meaning) rows for the labeling keys of the open data set."""
     rows = [(str(i + 1), name) for i, name in enumerate(classes[:MAX_CLASS_KEYS])]
     return rows + [("U", "unsure"), ("0 / Backspace", "clear (unlabeled)")]
+
+
+# Menu layout: action names, "-" for a separator, ("Title", [...]) for a submenu, and "@name" for
+# a submenu the window fills itself (recent folders).
+MENUS: tuple[tuple[str, tuple], ...] = (
+    ("&File", ("open", "@recent", "-", "import",
+               ("&Export Labels", ("export_generic", "export_cnmc", "export_history")), "-", "quit")),
+    ("&Edit", ("undo", "redo", "-", "select_all", "find", "-", "annotator")),
+    ("&Label", tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1)) + ("-", "label_unsure", "label_clear")),
+    ("&View", ("bigger", "smaller", "-", "zoom_in", "zoom_out", "zoom_fit")),
+    ("&Help", ("shortcuts", "about")),
+)
+DYNAMIC_MENUS = {"@recent": "Open &Recent"}
+
+
+def build_menus(menubar, actions: dict[str, QAction]) -> dict[str, object]:
+    """Fill `menubar` from MENUS; returns the dynamic submenus by name (e.g. "@recent")."""
+    dynamic: dict[str, object] = {}
+
+    def fill(menu, items) -> None:
+        for item in items:
+            if item == "-":
+                menu.addSeparator()
+            elif isinstance(item, tuple):
+                fill(menu.addMenu(item[0]), item[1])
+            elif item.startswith("@"):
+                sub = menu.addMenu(DYNAMIC_MENUS[item])
+                sub.setObjectName(f"menu_{item[1:]}")
+                dynamic[item] = sub
+            else:
+                menu.addAction(actions[item])
+
+    for title, items in MENUS:
+        fill(menubar.addMenu(title), items)
+    return dynamic

@@ -30,6 +30,7 @@ class Worker(QObject):
     result = Signal(object)  # the return value
     error = Signal(object)  # the exception (with .__traceback_text__ for logs)
     finished = Signal()  # always last, also after an error or when stale
+    stale_result = Signal(object)  # a discarded worker's return value, so owners can release it
     _event = Signal(str, object)  # pool thread -> GUI thread; see module docstring
 
     def __init__(self, parent: QObject | None = None) -> None:
@@ -61,7 +62,10 @@ class Worker(QObject):
         if kind == "finished":
             self._done = True
             self.finished.emit()
-        elif not self._stale:
+        elif self._stale:
+            if kind == "result":
+                self.stale_result.emit(payload)
+        else:
             getattr(self, kind).emit(*(() if kind == "started" else (payload,)))
 
     # -- called on the pool thread ---------------------------------------------------------------

@@ -23,7 +23,8 @@ class ImageReadError(ValueError):
 
 
 def is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
 def read_bytes(path: str | os.PathLike) -> bytes:

@@ -144,24 +144,29 @@ class LabelStore(Database):
 
     # ----------------------------------------------------------------- cells
     def sync_cells(self, cells: Iterable["Cell"]) -> None:
-        """Record the scan's cells: new ones added, originals refreshed, vanished ones flagged absent."""
+        """Record the scan's cells: new ones added, originals refreshed, vanished ones flagged absent.
+
+        Only rows that differ are written, so reopening an unchanged 15,000-cell folder costs one read.
+        """
+        stored = {r[0]: r[1:] for r in self.query("SELECT path, original, patient, label_source, present FROM cells")}
         now = now_utc()
-        rows = [(c.path, c.label, c.patient, c.label_source, now, now) for c in cells]
+        rows, seen = [], set()
+        for c in cells:
+            seen.add(c.path)
+            if stored.get(c.path) != (c.label, c.patient, c.label_source, 1):
+                rows.append((c.path, c.label, c.patient, c.label_source, now, now))
+        gone = [(p,) for p, r in stored.items() if r[3] == 1 and p not in seen]
+        if not rows and not gone:
+            return
         with self.transaction() as conn:
-            conn.execute("CREATE TEMP TABLE IF NOT EXISTS seen(path TEXT PRIMARY KEY)")
-            conn.execute("DELETE FROM seen")
-            conn.executemany("INSERT OR IGNORE INTO seen(path) VALUES (?)", ((r[0],) for r in rows))
             conn.executemany(
                 "INSERT INTO cells(path, original, patient, label_source, present, first_seen, last_seen) "
                 "VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT(path) DO UPDATE SET original = excluded.original, "
                 "patient = excluded.patient, label_source = excluded.label_source, present = 1, "
-                "last_seen = excluded.last_seen WHERE cells.present = 0 "
-                "OR cells.original IS NOT excluded.original OR cells.patient IS NOT excluded.patient "
-                "OR cells.label_source IS NOT excluded.label_source",
+                "last_seen = excluded.last_seen",
                 rows,
             )
-            conn.execute("UPDATE cells SET present = 0 WHERE present = 1 AND path NOT IN (SELECT path FROM seen)")
-            conn.execute("DELETE FROM seen")
+            conn.executemany("UPDATE cells SET present = 0 WHERE path = ?", gone)
 
     def states(self) -> dict[str, LabelState]:
         """Label state of every cell present on disk."""

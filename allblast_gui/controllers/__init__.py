@@ -1,0 +1,1 @@
+"""Controllers: Qt objects without widgets that connect views, models and the engine."""

@@ -1,0 +1,151 @@
+"""The review loop: label keys -> label store -> grid model, with undo/redo. No widgets here.
+
+Writes go to the store first and only then to the model, so what the grid shows is what is on
+disk: when the store refuses (locked, read-only) nothing changes on screen and `failed` says why.
+Several selected cells are relabelled as one batch, which the store keeps as one undo step; a
+single cell is labelled and the selection moves on to the next one, so a reviewer can press one
+key per cell.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.store import UNSURE, StoreError
+
+# Above this many paths, reading all states at once is cheaper than one query per path.
+_BULK_STATES = 200
+
+
+class ReviewController(QObject):
+    labelsChanged = Signal(object)  # dict path -> label, after the model has been updated
+    undoStateChanged = Signal(bool, bool)  # can undo, can redo
+    message = Signal(str)  # short status-bar text
+    failed = Signal(str, str)  # title, message: the window shows it in a message box
+
+    def __init__(self, model, grid, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._model = model  # CellListModel
+        self._grid = grid  # CellGridView: only its selection API is used
+        self._store = None
+        self._classes: list[str] = []
+        self.annotator = ""
+
+    # -- context ---------------------------------------------------------------------------------
+    def set_store(self, store, classes: list[str]) -> None:
+        self._store = store
+        self._classes = list(classes)
+        self._emit_undo_state()
+
+    def set_annotator(self, name: str) -> None:
+        self.annotator = name
+
+    @property
+    def classes(self) -> list[str]:
+        return self._classes
+
+    # -- key handlers (connected to the window's actions) ----------------------------------------
+    def label_class(self, number: int) -> None:
+        """Number key `number` (1-based) = the number-th class."""
+        if 1 <= number <= len(self._classes):
+            self.apply_label(self._classes[number - 1])
+        elif self._store is not None:
+            self.message.emit(f"No class {number}: this data set has {len(self._classes)} classes")
+
+    def label_unsure(self) -> None:
+        self.apply_label(UNSURE)
+
+    def label_clear(self) -> None:
+        self.apply_label(None)
+
+    def apply_label(self, label: str | None) -> bool:
+        """Label the selection (or the current cell); True when the store accepted it."""
+        if self._store is None:
+            return False
+        paths = self._grid.selected_paths()
+        current = self._grid.current_path()
+        if not paths and current is not None:
+            paths = [current]
+        if not paths:
+            self.message.emit("Select a cell first")
+            return False
+        batch = len(paths) > 1
+        next_path = None if batch else self._path_after(paths[0])
+        try:
+            if batch:
+                self._store.set_labels(paths, label, annotator=self.annotator, source="batch")
+            else:
+                self._store.set_label(paths[0], label, annotator=self.annotator, source="keyboard")
+        except (StoreError, KeyError) as exc:
+            self.failed.emit("The label was not saved", str(exc).strip("'\""))
+            return False
+        changes = {p: label for p in paths}
+        self._push(changes)
+        if next_path is not None:
+            self._grid.select_path(next_path)
+        shown = "unlabeled" if label is None else label
+        self.message.emit(f"{len(paths)} cells labelled {shown}" if batch else f"{paths[0]} → {shown}")
+        return True
+
+    def undo(self) -> None:
+        self._step("undo")
+
+    def redo(self) -> None:
+        self._step("redo")
+
+    # -- internals -------------------------------------------------------------------------------
+    def _step(self, kind: str) -> None:
+        if self._store is None:
+            return
+        try:
+            paths = getattr(self._store, kind)(annotator=self.annotator)
+            if not paths:
+                self.message.emit(f"Nothing to {kind}")
+                self._emit_undo_state()
+                return
+            changes = self._current_labels(paths)
+        except StoreError as exc:
+            self.failed.emit(f"Could not {kind}", str(exc))
+            return
+        self._push(changes)
+        if len(paths) == 1:
+            self._grid.select_path(paths[0])  # show the reviewer which cell went back
+        self.message.emit(f"{kind.capitalize()}: {len(paths)} cell{'s' if len(paths) != 1 else ''}")
+
+    def _current_labels(self, paths: list[str]) -> dict[str, str | None]:
+        if len(paths) > _BULK_STATES:
+            states = self._store.states()
+            return {p: states[p].current for p in paths if p in states}
+        return {p: self._store.state(p).current for p in paths}
+
+    def _push(self, changes: Mapping[str, str | None]) -> None:
+        self._model.update_labels(changes)
+        self.labelsChanged.emit(dict(changes))
+        self._emit_undo_state()
+
+    def reload_from_store(self) -> dict[str, str | None]:
+        """After an import (or another window's edits): bring every row in line with the store."""
+        if self._store is None:
+            return {}
+        states = self._store.states()
+        changes = {r.path: states[r.path].current for r in self._model.all_rows()
+                   if r.path in states and states[r.path].current != r.current}
+        if changes:
+            self._push(changes)
+        return changes
+
+    def _path_after(self, path: str) -> str | None:
+        row = self._model.row_of(path)
+        if row is None or row < 0 or row + 1 >= self._model.visible_count():
+            return None
+        return self._model.cell_at(row + 1).path
+
+    def _emit_undo_state(self) -> None:
+        if self._store is None:
+            self.undoStateChanged.emit(False, False)
+            return
+        try:
+            self.undoStateChanged.emit(self._store.can_undo(), self._store.can_redo())
+        except StoreError:
+            self.undoStateChanged.emit(False, False)

@@ -1,0 +1,55 @@
+"""Keyboard shortcuts, printed from `actions.ACTIONS`: the same definitions the window binds."""
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
+    QVBoxLayout, QWidget,
+)
+
+from ..actions import ACTIONS, ActionSpec, label_key_text, shortcut_text
+
+
+def shortcut_rows(classes: list[str]) -> list[tuple[str, str, str]]:
+    """(group, keys, what) for every action with a shortcut; class keys named after `classes`."""
+    rows: list[tuple[str, str, str]] = []
+    if classes:
+        rows += [("Labeling", key, meaning) for key, meaning in label_key_text(classes)]
+    for spec in ACTIONS:
+        if not spec.shortcuts or (classes and spec.group == "Labeling"):
+            continue
+        rows.append((spec.group, shortcut_text(spec), _describe(spec)))
+    rows.append(("Grid", "Arrows, Page Up/Down, Home/End", "Move through the cells"))
+    rows.append(("Grid", "Shift/Ctrl + click or arrows", "Select several cells (a label key then labels all)"))
+    order = ["Labeling", "Edit", "Grid", "View", "File", "Help"]
+    return sorted(rows, key=lambda r: order.index(r[0]) if r[0] in order else len(order))
+
+
+def _describe(spec: ActionSpec) -> str:
+    return spec.help or spec.text.replace("&", "").rstrip("…")
+
+
+class HelpDialog(QDialog):
+    def __init__(self, classes: list[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard Shortcuts")
+        rows = shortcut_rows(classes)
+        self.table = QTableWidget(len(rows), 3, objectName="shortcutsTable")
+        self.table.setHorizontalHeaderLabels(["Group", "Keys", "Action"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        note = QLabel("A label key labels the selected cells; with one cell selected the next cell is "
+                      "selected afterwards. Several selected cells are relabelled as one undo step.")
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(note)
+        layout.addWidget(self.table)
+        layout.addWidget(buttons)
+        self.resize(640, 560)

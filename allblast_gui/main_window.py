@@ -1,0 +1,303 @@
+"""The review window: composition only. Each part does its own job -
+DatasetController (opening folders off the GUI thread), ReviewController (label keys, undo),
+CellListModel + CellGridView (the thumbnails), FilterBar, DatasetTree, Inspector, StatusPanel -
+and this class wires their signals together and owns the menus and remembered settings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
+from PySide6.QtWidgets import (
+    QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
+)
+
+from . import actions as act
+from .controllers.dataset import DatasetController, LoadedDataset
+from .controllers.review import ReviewController
+from .dialogs import label_io
+from .dialogs.help_dialog import HelpDialog
+from .models.cell_list_model import CellListModel
+from .models.thumbnails import ThumbnailLoader
+from .settings import MAX_TILE, MIN_TILE, TILE_STEP, Prefs
+from .views.cell_grid import CellGridView
+from .views.dataset_tree import DatasetTree
+from .views.filter_bar import FilterBar
+from .views.inspector import Inspector
+from .views.status_bar import StatusPanel
+from .workers import TaskRunner
+
+ICON = Path(__file__).resolve().parent / "resources" / "allblast.svg"
+
+
+class MainWindow(QMainWindow):
+    datasetOpened = Signal(object)  # LoadedDataset, once the grid shows it
+    datasetFailed = Signal(str)  # message
+
+    def __init__(self, *, settings: QSettings | None = None, db_dir: Path | None = None,
+                 annotator: str | None = None, thumbnail_cache: Path | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("allblast")
+        self.setWindowIcon(QIcon(str(ICON)))
+        self.setAcceptDrops(True)
+        self.prefs = Prefs(settings)
+        if annotator:
+            self.prefs.set_annotator(annotator)
+
+        self.runner = TaskRunner(self)
+        self.thumbnails = ThumbnailLoader(cache_dir=thumbnail_cache, parent=self)
+        self.model = CellListModel(self.thumbnails, self)
+        self.grid = CellGridView()
+        self.grid.setModel(self.model)
+        self.grid.setTileSize(self.prefs.tile_size())
+        self.filter_bar = FilterBar()
+        central = QWidget()
+        box = QVBoxLayout(central)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.setSpacing(0)
+        box.addWidget(self.filter_bar)
+        box.addWidget(self.grid, 1)
+        self.setCentralWidget(central)
+        self.tree = DatasetTree()
+        self.inspector = Inspector(self.runner)
+        self._dock("datasetDock", "Data Set", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea, 250)
+        self._dock("inspectorDock", "Cell", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea, 340)
+        self.status = StatusPanel()
+        self.setStatusBar(self.status)
+
+        self.datasets = DatasetController(self.runner, db_dir=db_dir, parent=self)
+        self.review = ReviewController(self.model, self.grid, self)
+        self.review.set_annotator(self.prefs.annotator())
+        self.actions = act.build_actions(self, self._handlers())
+        self.recent_menu = act.build_menus(self.menuBar(), self.actions)["@recent"]
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._connect()
+        self._set_label_actions([])
+        self._on_undo_state(False, False)
+        self.status.set_annotator(self.review.annotator)
+        self.resize(1400, 900)
+        geometry, state = self.prefs.geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if state is not None:
+            self.restoreState(state)
+
+    def _dock(self, name: str, title: str, widget: QWidget, area, width: int) -> None:
+        dock = QDockWidget(title, self, objectName=name)
+        dock.setWidget(widget)
+        widget.setMinimumWidth(width // 2)
+        self.addDockWidget(area, dock)
+        self.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+
+    def _handlers(self) -> dict:
+        r, image = self.review, self.inspector.image
+        handlers = {
+            "open": self.ask_open, "import": lambda: self.import_labels(),
+            "export_generic": lambda: self.export_labels("generic"),
+            "export_cnmc": lambda: self.export_labels("cnmc"),
+            "export_history": lambda: self.export_labels("history"),
+            "quit": self.close, "undo": r.undo, "redo": r.redo, "select_all": self.select_all,
+            "find": self.filter_bar.focus_search, "annotator": self.ask_annotator,
+            "bigger": lambda: self.change_tile_size(+TILE_STEP), "smaller": lambda: self.change_tile_size(-TILE_STEP),
+            "zoom_in": lambda: image.zoom(1.25), "zoom_out": lambda: image.zoom(0.8), "zoom_fit": image.fit,
+            "shortcuts": self.show_shortcuts, "about": self.show_about,
+            "label_unsure": r.label_unsure, "label_clear": r.label_clear,
+        }
+        for i in range(1, act.MAX_CLASS_KEYS + 1):
+            handlers[f"label_{i}"] = lambda n=i: r.label_class(n)
+        return handlers
+
+    def _connect(self) -> None:
+        d, s = self.datasets, self.status
+        d.loading.connect(lambda root: s.showMessage(f"Opening {root}…"))
+        d.progress.connect(s.show_progress)
+        d.opened.connect(self._on_opened)
+        d.failed.connect(self._on_failed)
+        self.filter_bar.filterChanged.connect(self._on_filter)
+        self.tree.classRequested.connect(self.filter_bar.show_class)
+        self.tree.patientRequested.connect(self.filter_bar.show_patient)
+        self.tree.allRequested.connect(self.filter_bar.show_all)
+        self.tree.changedRequested.connect(lambda: self.filter_bar.set_changed_only(True))
+        self.tree.cellRequested.connect(self._reveal)
+        self.grid.currentCellChanged.connect(self.inspector.show_cell)
+        self.grid.selectionCountChanged.connect(lambda _n: self._update_counts())
+        self.review.labelsChanged.connect(self._on_labels_changed)
+        self.review.message.connect(lambda text: s.showMessage(text, 5000))
+        self.review.failed.connect(self._warn)
+        self.review.undoStateChanged.connect(self._on_undo_state)
+
+    # -- opening ---------------------------------------------------------------------------------
+    def open_folder(self, folder: str | Path, labels: str | Path | None = None) -> None:
+        self.datasets.open(folder, labels)
+
+    def ask_open(self) -> None:
+        start = (self.prefs.recent_folders() or [str(Path.home())])[0]
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of cell images", start)
+        if folder:
+            self.open_folder(folder)
+
+    def _on_opened(self, ds: LoadedDataset) -> None:
+        self.status.hide_progress()
+        self.thumbnails.reset()
+        self.inspector.set_context(ds.root, ds.store)  # before the rows: selecting shows a cell
+        self.model.set_rows(ds.root, ds.rows, ds.classes)
+        self.filter_bar.set_choices(ds.classes, ds.patients)  # emits the (reset) filter
+        self.tree.set_dataset(ds.root.name, ds.rows, ds.classes, ds.patients, ds.problems,
+                              notes=list(getattr(ds.project.scan, "notes", [])))
+        self.review.set_store(ds.store, ds.classes)
+        self._set_label_actions(ds.classes)
+        self.status.set_db(ds.store.location, ds.store.db_path)
+        self.prefs.add_recent(ds.root)
+        self.setWindowTitle(f"{ds.root.name} — allblast")
+        if self.model.visible_count():
+            self.grid.select_path(self.model.cell_at(0).path)
+        self.inspector.show_cell(self.grid.current_cell())
+        self.grid.setFocus()
+        # Short: the status bar's permanent counts sit on the same line. Longer notes (no patient
+        # ids, ...) are tooltips in the data set tree.
+        notes = [f"{len(ds.problems)} unreadable files"] if ds.problems else []
+        notes += list(getattr(ds.store, "notes", []))
+        self.status.showMessage(" · ".join([f"Opened {ds.root.name}", *notes]), 15000)
+        self._update_counts()
+        self.datasetOpened.emit(ds)
+
+    def _on_failed(self, folder: str, message: str) -> None:
+        self.status.hide_progress()
+        self.status.showMessage(f"Could not open {folder}", 10000)
+        self._warn("Could not open the folder", message)
+        self.datasetFailed.emit(message)
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.prefs.recent_folders():
+            self.recent_menu.addAction(folder, lambda f=folder: self.open_folder(f))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear List", self.prefs.clear_recent)
+
+    # -- reacting to the parts -------------------------------------------------------------------
+    def _on_filter(self, flt) -> None:
+        keep = self.grid.current_path()
+        self.model.set_filter(flt)
+        if keep is not None and self.model.row_of(keep) is not None:
+            self.grid.select_path(keep)
+        elif self.model.visible_count():
+            self.grid.select_path(self.model.cell_at(0).path)
+        self._update_counts()
+
+    def _on_labels_changed(self, changes: dict) -> None:
+        self.tree.update_counts(self.model.all_rows())
+        if self.inspector.current_path() in changes:
+            self.inspector.refresh()
+        self._update_counts()
+
+    def _on_undo_state(self, can_undo: bool, can_redo: bool) -> None:
+        self.actions["undo"].setEnabled(can_undo)
+        self.actions["redo"].setEnabled(can_redo)
+
+    def _update_counts(self) -> None:
+        rows = self.model.all_rows()
+        changed = sum(1 for r in rows if r.current != r.original)
+        self.status.set_counts(len(rows), self.model.visible_count(), self.grid.selection_count(), changed)
+
+    def _reveal(self, path: str) -> None:
+        if self.model.row_of(path) is None:
+            self.filter_bar.show_all()
+        self.grid.select_path(path)
+
+    def _set_label_actions(self, classes: list[str]) -> None:
+        for i in range(1, act.MAX_CLASS_KEYS + 1):
+            action = self.actions[f"label_{i}"]
+            action.setText(f"{i}  {classes[i - 1]}" if i <= len(classes) else f"Class {i}")
+            action.setVisible(i <= len(classes) or not classes)
+            action.setEnabled(i <= len(classes))
+        for name in ("label_unsure", "label_clear", "import", "export_generic", "export_cnmc", "export_history"):
+            self.actions[name].setEnabled(bool(classes) or self.datasets.current is not None)
+
+    # -- commands --------------------------------------------------------------------------------
+    def export_labels(self, kind: str, path: str | Path | None = None) -> str | None:
+        return self._file_command(lambda store: label_io.export_labels(self, store, kind, path))
+
+    def import_labels(self, path: str | Path | None = None) -> str | None:
+        def run(store):
+            summary, _report = label_io.import_labels(self, store, self.review.annotator, path)
+            self.review.reload_from_store()
+            return summary
+        return self._file_command(run)
+
+    def _file_command(self, run) -> str | None:
+        if self.datasets.current is None:
+            self.status.showMessage("Open a folder first", 5000)
+            return None
+        try:
+            summary = run(self.datasets.current.store)
+        except label_io.Cancelled:
+            return None
+        except Exception as exc:  # StoreError, LabelFileError, OSError: all are the user's to fix
+            self._warn("Labels file", str(exc))
+            return None
+        self.status.showMessage(summary, 15000)
+        return summary
+
+    def select_all(self) -> None:
+        self.model.fetch_all()  # the grid fetches rows lazily; "all" means every visible cell
+        self.grid.selectAll()
+
+    def ask_annotator(self) -> None:
+        name, ok = QInputDialog.getText(self, "Annotator", "Name recorded with every label change:",
+                                        text=self.review.annotator)
+        if ok and name.strip():
+            self.set_annotator(name.strip())
+
+    def set_annotator(self, name: str) -> None:
+        self.prefs.set_annotator(name)
+        self.review.set_annotator(name)
+        self.status.set_annotator(name)
+
+    def change_tile_size(self, delta: int) -> None:
+        size = max(MIN_TILE, min(MAX_TILE, self.model.tile_size() + delta))
+        self.grid.setTileSize(size)
+        self.prefs.set_tile_size(size)
+
+    def show_shortcuts(self) -> None:
+        HelpDialog(self.review.classes, self).exec()
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About allblast",
+                          "<b>allblast</b><br>Review and relabel single-cell blood images at keyboard "
+                          "speed; labels are kept with their full history in a local database.")
+
+    def _warn(self, title: str, text: str) -> None:
+        QMessageBox.warning(self, title, text)
+
+    # -- window events ---------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if _dropped_folder(event) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        folder = _dropped_folder(event)
+        if folder is not None:
+            event.acceptProposedAction()
+            self.open_folder(folder)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.prefs.save_geometry(self.saveGeometry(), self.saveState())
+        self.prefs.sync()
+        self.runner.shutdown()
+        self.thumbnails.shutdown(10_000)
+        self.datasets.close()
+        super().closeEvent(event)
+
+
+def _dropped_folder(event) -> Path | None:
+    urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+    for url in urls:
+        if isinstance(url, QUrl) and url.isLocalFile() and Path(url.toLocalFile()).is_dir():
+            return Path(url.toLocalFile())
+    return None
