@@ -152,7 +152,6 @@ def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    cv2.setNumThreads(1)  # each worker decodes one image; parallelism comes from the workers
 
 
 def default_workers(device: torch.device | str) -> int:
@@ -169,6 +168,11 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, wor
     device = torch.device(device)
     workers = default_workers(device) if workers is None else int(workers)
     cuda = device.type == "cuda"
+    if workers > 0:
+        # Forked workers inherit OpenCV's thread pool without its threads: a parallel cv2.resize
+        # (or even cv2.setNumThreads) in a worker then deadlocks. Sequential OpenCV in this process
+        # avoids that; parallelism comes from the workers (and the scan's thread pool) instead.
+        cv2.setNumThreads(0)
     gen = torch.Generator()
     gen.manual_seed(int(seed))
     return DataLoader(

@@ -70,7 +70,8 @@ class _PredictDataset(CellDataset):
             x, _, i = super().__getitem__(index)
             return x, i, ""
         except ImageReadError as exc:
-            return torch.zeros((3, self.img_size, self.img_size), dtype=torch.uint8), index, str(exc) or "unreadable"
+            reason = str(exc.__cause__ or exc) or "unreadable"  # the decoder's reason, sans path
+            return torch.zeros((3, self.img_size, self.img_size), dtype=torch.uint8), index, reason
 
 
 def tta_views(x: torch.Tensor) -> list[torch.Tensor]:

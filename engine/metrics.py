@@ -49,6 +49,7 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], classes
         # values, these filters stop sklearn's per-call warning spam about it.
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
         prec, rec, f1, sup = precision_recall_fscore_support(
             y_true, y_pred, labels=classes, zero_division=0)
         out["accuracy"] = float(accuracy_score(y_true, y_pred))

@@ -176,17 +176,23 @@ def hf_hub_cache_dir() -> Path:
 
 
 def _cached_timm_file(backbone: nn.Module) -> Path | None:
-    """The backbone's timm weights if they sit in the local HF hub cache; never downloads."""
+    """The backbone's timm weights if they sit in a local cache (HF hub, or torch hub for older
+    timm downloads); never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
     hub_id = backbone.pretrained_cfg.get("hf_hub_id")
-    if not hub_id:
-        return None
-    cache = hf_hub_cache_dir()
-    for name in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, name, cache_dir=str(cache))
-        if isinstance(found, str) and os.path.isfile(found):
-            return Path(found)
+    if hub_id:
+        cache = hf_hub_cache_dir()
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, name, cache_dir=str(cache))
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    # Older timm versions downloaded release URLs into torch's hub cache instead.
+    url = backbone.pretrained_cfg.get("url")
+    if url:
+        legacy = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if legacy.is_file():
+            return legacy
     return None
 
 
