@@ -3,8 +3,9 @@
 Protocols:
 - `patient` (default): stratified by class, and no patient (`Cell.group`) in two splits. When
   cells have no patient id each image is its own group and the split says so in `warnings`.
-- `image`: the paper's random image-level split (90/5/5, like its reference notebook). The same
-  patient's cells land in train and test, so accuracy is inflated; the split is `leaky=True`.
+- `image`: the paper's random image-level split (90/5/5, like its reference notebook; stratified
+  by class here so every class is present). The same patient's cells land in train and test, so
+  accuracy is inflated; the split is `leaky=True` and says so in every output.
 - `folds`: C-NMC's own folds (`Cell.fold`). The last fold (sorted, e.g. `fold_2`) is validation,
   the other folds train; labelled cells outside any fold (the C-NMC preliminary test set with its
   labels CSV) are the test split. Errors when fewer than two folds are present.
@@ -128,7 +129,7 @@ def make_split(
     else:
         if val_scan is None:
             raise ValueError("the predefined split needs a validation folder or CSV (val_scan)")
-        val_scan = _as_scan(val_scan)
+        val_scan = as_scan(val_scan)
         val_root = str(val_scan.root)
         val_cells = usable(val_scan.cells)
         if not val_cells:
@@ -157,7 +158,7 @@ def make_split(
                  seed, val_root, tuple(all_classes))
 
 
-def _as_scan(val: ScanResult | str | os.PathLike) -> ScanResult:
+def as_scan(val: ScanResult | str | os.PathLike) -> ScanResult:
     if isinstance(val, ScanResult):
         return val
     path = Path(val).expanduser()
