@@ -18,7 +18,8 @@ from engine.events import (AskContinue, BatchProgress, CancelToken, Continue, Ep
                            TrainingFailed, TrainingFinished, TrainingStarted)
 from engine.model import load_model
 from engine.runs import RunDir
-from engine.training import Plateau, TrainConfig, fit
+from engine.loops import Plateau
+from engine.training import TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

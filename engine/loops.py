@@ -1,0 +1,181 @@
+"""One pass over a loader: `train_one_epoch` and `validate`, plus the LR plateau schedule.
+
+Free functions with an explicit device and autocast, like timm's: each is a generator that yields
+throttled `BatchProgress` events and returns a metric dict, so `fit` (in `training.py`) and
+benchmarks can drive them alike; `drain` runs one without a driver.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .events import BatchProgress, CancelToken
+
+PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most ~4 per second: drivers redraw, never flood
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, phase: str, epoch: int, batch: int):
+        super().__init__(f"the {phase} loss became NaN/inf at epoch {epoch}, batch {batch}")
+        self.phase, self.epoch, self.batch = phase, epoch, batch
+
+
+class Plateau:
+    """The notebook's LR schedule: no improvement for `patience` epochs -> lr *= factor and one
+    more stall; an improvement resets the stalls; `max_stalls` stalls in a row -> stop."""
+
+    def __init__(self, mode: str, patience: int = 1, factor: float = 0.5, max_stalls: int = 3):
+        self.mode, self.patience, self.factor, self.max_stalls = mode, patience, factor, max_stalls
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.stalls = 0
+
+    def step(self, value: float, optimizer) -> bool:
+        """Record one epoch's value; return True when it is the best so far."""
+        if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
+            self.best, self.bad_epochs, self.stalls = value, 0, 0
+            return True
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.bad_epochs = 0
+            self.stalls += 1
+            for group in optimizer.param_groups:
+                group["lr"] *= self.factor
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stalls >= self.max_stalls
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "stalls": self.stalls}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.bad_epochs, self.stalls = d["best"], int(d["bad_epochs"]), int(d["stalls"])
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it (no scaler needed), else fp16 with a GradScaler; CPU: fp32."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def class_weights(targets, n_classes: int) -> torch.Tensor:
+    """Inverse class frequency, scaled so a balanced set gets weight 1 (C-NMC is 2:1 all:hem)."""
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    w = len(targets) / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: int = 1,
+                    autocast_dtype=None, scaler=None, channels_last: bool = False,
+                    cancel: CancelToken | None = None) -> Generator[BatchProgress, None, dict]:
+    """One pass over `loader`; yields throttled BatchProgress, returns {loss, accuracy, images,
+    seconds, images_per_s}. Loss/accuracy accumulate on the device and are read only when
+    reported, so the GPU is not synchronised every batch."""
+    from .data import to_model_input
+
+    model.train()
+    n_batches = len(loader)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, t0, last_report = 0, time.perf_counter(), 0.0
+    for i, (x, y, _) in enumerate(loader, 1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        x = to_model_input(x, spec, device, channels_last)
+        y = y.to(device, non_blocking=True)
+        with _autocast(device, autocast_dtype):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        loss_sum += loss.detach() * y.shape[0]
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += y.shape[0]
+        now = time.perf_counter()
+        if i == 1 or i == n_batches or now - last_report >= PROGRESS_INTERVAL_S:
+            last_report = now
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLoss("training", epoch, i)
+            yield BatchProgress("train", epoch, i, n_batches, mean_loss, correct.item() / seen,
+                                optimizer.param_groups[0]["lr"], seen / max(now - t0, 1e-9))
+    seconds = time.perf_counter() - t0
+    mean_loss = loss_sum.item() / max(seen, 1)
+    if not math.isfinite(mean_loss):
+        raise NonFiniteLoss("training", epoch, n_batches)
+    return {"loss": mean_loss, "accuracy": correct.item() / max(seen, 1), "images": seen,
+            "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+
+
+def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val", autocast_dtype=None,
+             channels_last: bool = False, cancel: CancelToken | None = None,
+             outputs: bool = False) -> Generator[BatchProgress, None, dict]:
+    """Evaluate without gradients; returns {loss (unweighted CE), accuracy, weighted_f1, macro_f1,
+    balanced_accuracy, n} (+ "y_true", "y_pred", "probs" arrays when `outputs`)."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    from .data import to_model_input
+
+    model.eval()
+    n_batches = len(loader)
+    loss_sum, ys, probs = 0.0, [], []
+    t0 = last_report = time.perf_counter()
+    with torch.inference_mode():
+        for i, (x, y, _) in enumerate(loader, 1):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            x = to_model_input(x, spec, device, channels_last)
+            y = y.to(device, non_blocking=True)
+            with _autocast(device, autocast_dtype):
+                logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            ys.append(y.cpu())
+            probs.append(logits.softmax(1).cpu())
+            now = time.perf_counter()
+            if i == n_batches or now - last_report >= PROGRESS_INTERVAL_S:
+                last_report = now
+                yield BatchProgress(phase, epoch, i, n_batches,
+                                    images_per_s=sum(len(t) for t in ys) / max(now - t0, 1e-9))
+    if not ys:
+        return {"n": 0}
+    y_true = torch.cat(ys).numpy()
+    p = torch.cat(probs).numpy()
+    y_pred = p.argmax(1)
+    n = len(y_true)
+    if not math.isfinite(loss_sum):
+        raise NonFiniteLoss(phase, epoch, n_batches)
+    out = {"loss": loss_sum / n, "accuracy": float((y_true == y_pred).mean()),
+           "weighted_f1": float(f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+           "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+           "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)), "n": n}
+    if outputs:
+        out.update(y_true=y_true, y_pred=y_pred, probs=p)
+    return out
+
+
+def drain(gen: Generator):
+    """Run an epoch generator to the end without a driver; return its metric dict."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
