@@ -40,6 +40,13 @@ def add_train_commands(sub, add_scan_args) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: %(default)s")
     p.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes (default: automatic)")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, augmentation and init (default: 0)")
+    p.add_argument("--val-fraction", type=float, metavar="F", help="share of patients (or images) for "
+                   "validation (default: 0.15 by patient, 0.05 by image)")
+    p.add_argument("--test-fraction", type=float, metavar="F", help="share held out for a final test "
+                   "(default: as --val-fraction)")
+    p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "val_weighted_f1"], default="val_loss",
+                   help="metric that picks the best checkpoint and drives LR halving (default: %(default)s)")
+    p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (mixed precision is the default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.set_defaults(func=cmd_train)
 
@@ -107,7 +114,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
                          img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          ask_every=args.ask_every, device=args.device, workers=args.workers, seed=args.seed,
-                         split=split)
+                         split=split, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                         monitor=args.monitor, amp=not args.no_amp)
     token = CancelToken()
     gen = fit(data, args.out, config, val_scan=val, cancel=token, resume=args.resume)
     bar: tqdm | None = None

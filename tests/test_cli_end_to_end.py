@@ -143,3 +143,24 @@ def test_labels_commands_round_trip(cnmc_dir, tmp_path, capsys):
     assert [h["new"] for h in history if h["path"] == cell] == ["hem", "all"]
     assert not any(p.name == "project.sqlite" for p in cnmc_dir.rglob("*")), "never write into the shared data"
     assert os.path.isfile(data / ".allblast" / "project.sqlite")
+
+
+def test_ask_to_continue_on_a_terminal(cnmc_dir, tmp_path, monkeypatch, capsys):
+    """Like the paper's notebook: every --ask-every epochs, H halts and a number continues."""
+    answers = iter(["1", "h"])
+    prompts = []
+
+    def fake_input(prompt):
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    monkeypatch.setattr("builtins.input", fake_input)
+    out = tmp_path / "ask"
+    args = list(TRAIN_ARGS)
+    args[args.index("--ask-every") + 1] = "1"
+    assert main(["-q", "train", str(cnmc_dir / "training_data"), "--out", str(out), "--epochs", "5", *args]) == 0
+    assert len(prompts) == 2 and "Enter H to halt" in prompts[0]
+    # asked after epoch 1 -> one more epoch -> asked after epoch 2 -> halt
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert "finished (halted) after 2 epochs" in capsys.readouterr().out
