@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from allblast_resources import resource_path
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
@@ -28,7 +29,7 @@ from .views.inspector import Inspector
 from .views.status_bar import StatusPanel
 from .workers import TaskRunner
 
-ICON = Path(__file__).resolve().parent / "resources" / "allblast.svg"
+ICON = resource_path("icons", "allblast.svg")
 
 
 class MainWindow(QMainWindow):
