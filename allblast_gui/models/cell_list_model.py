@@ -7,10 +7,12 @@ blocks `data()`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Slot
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer, Slot
+from PySide6.QtGui import QPixmap
 
 from ..style import label_text
 from .cell_rows import CellFilter, CellRow, apply_filter
@@ -27,6 +29,14 @@ ABSPATH_ROLE = Qt.ItemDataRole.UserRole + 8  # absolute file path (str)
 
 BATCH_SIZE = 2000
 DEFAULT_TILE = 112
+# Thumbnails asked for by data() are scheduled once no new tile has asked for REQUEST_DELAY_MS
+# (or at the latest REQUEST_MAX_WAIT_MS after the first ask), and only for rows still on screen
+# then: a flick through the grid must not queue a decode for every tile flying past, and the
+# decoding threads must not compete with painting while the reviewer flicks.
+REQUEST_DELAY_MS = 30
+REQUEST_MAX_WAIT_MS = 150
+# Finished thumbnails are announced together, one dataChanged per tick, not one per image.
+UPDATE_INTERVAL_MS = 25
 
 _LABEL_ROLES = [LABEL_ROLE, CHANGED_ROLE, CELL_ROLE, Qt.ItemDataRole.ToolTipRole]
 _THUMB_ROLES = [Qt.ItemDataRole.DecorationRole, PROBLEM_ROLE]
@@ -49,6 +59,26 @@ class CellListModel(QAbstractListModel):
         self._by_path: dict[str, int] | None = None  # path -> index in _rows, built on demand
         self._tile = DEFAULT_TILE
         self._dpr = 1.0
+        self._thumb_px = DEFAULT_TILE
+        self._prefix = ""  # root + separator: abspath = prefix + CellRow.path
+        self._classes_version = 0  # bumped when classes change (tile colours depend on them)
+        self._tooltips: dict[int, tuple] = {}  # index into _rows -> (inputs, text)
+        # Thumbnail scheduling: rows whose pixmap data() could not return yet, and what was
+        # requested from the loader for which row (to cancel requests scrolled away).
+        self._wanted: dict[int, tuple[str, int, int]] = {}
+        self._wanted_since = 0.0  # monotonic time of the oldest entry in _wanted
+        self._requested: dict[tuple[str, int, int], int] = {}
+        self._visible_range: Callable[[], tuple[int, int] | None] | None = None
+        self._request_timer = QTimer(self)
+        self._request_timer.setSingleShot(True)
+        self._request_timer.setInterval(REQUEST_DELAY_MS)
+        self._request_timer.timeout.connect(self._flush_requests)
+        self._ready_rows: set[int] = set()
+        self._ready_timer = QTimer(self)
+        self._ready_timer.setSingleShot(True)
+        self._ready_timer.setInterval(UPDATE_INTERVAL_MS)
+        self._ready_timer.timeout.connect(self._flush_ready)
+        self._set_prefix()
         loader.ready.connect(self._on_thumbnail_ready)
 
     # ---- plain-data API -------------------------------------------------------------------
@@ -58,11 +88,19 @@ class CellListModel(QAbstractListModel):
         self._loader.reset()  # thumbnails still decoding for the previous folder are dropped
         self._root = Path(root)
         self._root_str = str(self._root)
+        self._set_prefix()
         self._rows = rows
         self._by_path = None
         self._classes = list(classes)
+        self._classes_version += 1
+        self._tooltips.clear()
         self._refilter()
         self.endResetModel()
+
+    def _set_prefix(self) -> None:
+        # str(root / path) without pathlib per call (it dominated data()); derived from pathlib
+        # once so "." and "/" roots join exactly as Path does.
+        self._prefix = str(self._root / "x")[:-1]
 
     def set_filter(self, flt: CellFilter) -> None:
         self.beginResetModel()
@@ -71,6 +109,7 @@ class CellListModel(QAbstractListModel):
         self.endResetModel()
 
     def _refilter(self) -> None:
+        self._forget_thumbnail_rows()
         self._visible = apply_filter(self._rows, self._filter)
         self._visible_row = {self._rows[i].path: pos for pos, i in enumerate(self._visible)}
         self._loaded = min(BATCH_SIZE, len(self._visible))
@@ -100,7 +139,14 @@ class CellListModel(QAbstractListModel):
         return None
 
     def abspath(self, cell: CellRow) -> str:
-        return str(self._root / cell.path)
+        path = cell.path
+        if path.startswith("/"):  # rows built with absolute paths
+            return str(self._root / path)
+        return self._prefix + path
+
+    def classes_version(self) -> int:
+        """Changes whenever classes() may have (so cached tile renderings can be dropped)."""
+        return self._classes_version
 
     def row_of(self, path: str) -> int | None:
         """Visible row of a cell (by CellRow.path), or None when filtered out.
@@ -160,6 +206,8 @@ class CellListModel(QAbstractListModel):
         if px == self._tile:
             return
         self._tile = px
+        self._thumb_px = round(self._tile * self._dpr)
+        self._wanted.clear()
         if self._loaded:  # thumbnails must be re-requested at the new size
             self.dataChanged.emit(self.index(0), self.index(self._loaded - 1), [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.SizeHintRole])
 
@@ -169,9 +217,40 @@ class CellListModel(QAbstractListModel):
     def set_device_pixel_ratio(self, ratio: float) -> None:
         """Thumbnails are decoded at tile x ratio physical pixels (sharp on HiDPI screens)."""
         self._dpr = max(1.0, float(ratio))
+        self._thumb_px = round(self._tile * self._dpr)
 
     def thumbnail_pixels(self) -> int:
-        return round(self._tile * self._dpr)
+        return self._thumb_px
+
+    def set_visible_range_provider(self, provider: Callable[[], tuple[int, int] | None] | None) -> None:
+        """`provider()` -> (first, last) rows on screen (or None: unknown). Thumbnails are only
+        requested for rows in that range, and queued ones scrolled out of it are cancelled."""
+        self._visible_range = provider
+
+    def thumbnail(self, row: int) -> QPixmap | None:
+        """The thumbnail of a fetched row if it is in memory; otherwise None, and the row is
+        noted so its thumbnail is requested shortly if it is still on screen then."""
+        cell = self._rows[self._visible[row]]
+        if cell.problem:
+            return None  # never try to decode a file the scan already found broken
+        key = (self.abspath(cell), self._thumb_px, cell.mtime_ns)
+        pixmap = self._loader.lookup(*key)
+        if pixmap is None and self._loader.failure(key[0]) is None:
+            wanted = self._wanted
+            if not wanted:
+                self._wanted_since = time.monotonic()
+            if row not in wanted:
+                wanted[row] = key
+                # Debounced while tiles keep flying past, but never longer than the max wait.
+                if (time.monotonic() - self._wanted_since) * 1000 < REQUEST_MAX_WAIT_MS - REQUEST_DELAY_MS:
+                    self._request_timer.start()
+                elif not self._request_timer.isActive():
+                    self._request_timer.start()
+        return pixmap
+
+    def problem(self, row: int) -> str | None:
+        cell = self._rows[self._visible[row]]
+        return cell.problem or self._loader.failure(self.abspath(cell))
 
     # ---- Qt model interface ---------------------------------------------------------------
 
@@ -199,34 +278,21 @@ class CellListModel(QAbstractListModel):
         return Qt.ItemFlag.ItemIsSelectable | Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemNeverHasChildren
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole):
-        if not index.isValid() or index.column() != 0 or not 0 <= index.row() < self._loaded:
+        row = index.row()
+        if not 0 <= row < self._loaded or index.column() != 0 or not index.isValid():
             return None
-        cell = self._rows[self._visible[index.row()]]
-        if role == Qt.ItemDataRole.DisplayRole:
-            return cell.name
-        if role == Qt.ItemDataRole.DecorationRole:
-            if cell.problem:
-                return None  # never try to decode a file the scan already found broken
-            return self._loader.request(self.abspath(cell), self.thumbnail_pixels(), cell.mtime_ns)
-        if role == CELL_ROLE:
-            return cell
-        if role == PATH_ROLE:
-            return cell.path
-        if role == LABEL_ROLE:
-            return cell.current
-        if role == ORIGINAL_ROLE:
-            return cell.original
-        if role == CHANGED_ROLE:
-            return cell.changed
-        if role == PATIENT_ROLE:
-            return cell.patient
-        if role == PROBLEM_ROLE:
-            return cell.problem or self._loader.failure(self.abspath(cell))
-        if role == ABSPATH_ROLE:
-            return self.abspath(cell)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(cell)
-        return None
+        getter = _ROLE_GETTERS.get(role)
+        return None if getter is None else getter(self, row)
+
+    def _tooltip_row(self, row: int) -> str:
+        i = self._visible[row]
+        cell = self._rows[i]
+        problem = cell.problem or self._loader.failure(self.abspath(cell))
+        inputs = (cell.current, problem)
+        cached = self._tooltips.get(i)
+        if cached is None or cached[0] != inputs:
+            cached = self._tooltips[i] = (inputs, self._tooltip(cell))
+        return cached[1]
 
     def _tooltip(self, cell: CellRow) -> str:
         lines = [cell.path, f"patient: {cell.patient or 'unknown'}"]
@@ -252,15 +318,77 @@ class CellListModel(QAbstractListModel):
 
     # ---- thumbnails -----------------------------------------------------------------------
 
+    def _forget_thumbnail_rows(self) -> None:
+        # Rows are about to mean other cells (filter, new folder): row-keyed bookkeeping goes.
+        self._wanted.clear()
+        self._requested.clear()
+        self._ready_rows.clear()
+
+    @Slot()
+    def _flush_requests(self) -> None:
+        """Request the thumbnails data() could not serve, for rows still on screen; cancel queued
+        requests for rows that are no longer on screen."""
+        wanted, self._wanted = self._wanted, {}
+        span = self._visible_range() if self._visible_range is not None else None
+        loader = self._loader
+        if span is not None:
+            first, last = span
+            for key, row in list(self._requested.items()):
+                if not first <= row <= last:
+                    del self._requested[key]
+                    loader.cancel(*key)
+            wanted = {row: key for row, key in wanted.items() if first <= row <= last}
+        elif len(self._requested) > 4096:
+            self._requested.clear()  # no view tells us what is visible: keep the map bounded
+        # Closest to the top of the screen last: the loader starts the newest request first.
+        for row in sorted(wanted, reverse=True):
+            key = wanted[row]
+            if loader.request(*key) is None and loader.is_pending(*key):
+                self._requested[key] = row
+            else:
+                # Already in memory (another row had it) or failed: repaint, nothing to wait for.
+                self._ready_rows.add(row)
+                if not self._ready_timer.isActive():
+                    self._ready_timer.start()
+
     @Slot(str, int)
     def _on_thumbnail_ready(self, abspath: str, generation: int) -> None:
         if generation != self._loader.generation:
             return
-        try:
-            path = Path(abspath).relative_to(self._root).as_posix()
-        except ValueError:
-            path = abspath  # rows built with absolute paths
+        prefix = self._prefix
+        path = abspath[len(prefix):] if prefix and abspath.startswith(prefix) else abspath
         row = self._visible_row.get(path)
+        if row is None and path is not abspath:
+            row = self._visible_row.get(abspath)  # rows built with absolute paths
         if row is not None and row < self._loaded:
-            idx = self.index(row)
-            self.dataChanged.emit(idx, idx, _THUMB_ROLES)
+            self._ready_rows.add(row)
+            if not self._ready_timer.isActive():
+                self._ready_timer.start()
+
+    @Slot()
+    def _flush_ready(self) -> None:
+        """One dataChanged over the rows whose thumbnails arrived since the last tick."""
+        rows = [r for r in self._ready_rows if r < self._loaded]
+        self._ready_rows.clear()
+        if rows:
+            self.dataChanged.emit(self.index(min(rows)), self.index(max(rows)), _THUMB_ROLES)
+
+
+def _decoration(model: CellListModel, row: int):
+    return model.thumbnail(row)
+
+
+# role -> getter(model, row): one dict lookup instead of a chain of comparisons per data() call
+_ROLE_GETTERS: dict[int, Callable[[CellListModel, int], object]] = {
+    Qt.ItemDataRole.DisplayRole: lambda m, r: m._rows[m._visible[r]].name,
+    Qt.ItemDataRole.DecorationRole: _decoration,
+    CELL_ROLE: lambda m, r: m._rows[m._visible[r]],
+    PATH_ROLE: lambda m, r: m._rows[m._visible[r]].path,
+    LABEL_ROLE: lambda m, r: m._rows[m._visible[r]].current,
+    ORIGINAL_ROLE: lambda m, r: m._rows[m._visible[r]].original,
+    CHANGED_ROLE: lambda m, r: m._rows[m._visible[r]].changed,
+    PATIENT_ROLE: lambda m, r: m._rows[m._visible[r]].patient,
+    PROBLEM_ROLE: CellListModel.problem,
+    ABSPATH_ROLE: lambda m, r: m.abspath(m._rows[m._visible[r]]),
+    Qt.ItemDataRole.ToolTipRole: CellListModel._tooltip_row,
+}

@@ -61,7 +61,7 @@ class CellRow:
         """Row for an `engine.cells.Cell`; `current` defaults to the cell's original label."""
         return cls(
             path=cell.path,
-            name=PurePosixPath(cell.path).name,
+            name=cell.path.rpartition("/")[2],  # PurePosixPath(...).name, without pathlib's cost
             patient=cell.patient,
             original=cell.label,
             current=cell.label if current is ... else current,
@@ -73,7 +73,7 @@ class CellRow:
     @classmethod
     def from_problem(cls, path: str, reason: str, mtime_ns: int = 0) -> CellRow:
         """Row for a file the scan could not decode, so the reviewer sees it (with the reason)."""
-        return cls(path, PurePosixPath(path).name, None, None, None, problem=reason, mtime_ns=mtime_ns)
+        return cls(path, PurePosixPath(path).name if path.endswith("/") else path.rpartition("/")[2], None, None, None, problem=reason, mtime_ns=mtime_ns)
 
     def name_key(self) -> str:
         """Natural name, then the path to break ties between equal names in other folders."""
@@ -105,9 +105,13 @@ def rows_from_scan(
     duplicates: those decode fine and are skipped on purpose by the scan.
     """
     current = current or {}
-    rows = [
-        CellRow.from_cell(c, current[c.path] if c.path in current else ...) for c in scan.cells
-    ]
+    # Inlined CellRow.from_cell: this runs for every cell on each open (15,000+ rows).
+    rows = []
+    append = rows.append
+    for c in scan.cells:
+        path, label = c.path, c.label
+        append(CellRow(path, path.rpartition("/")[2], c.patient, label,
+                       current[path] if path in current else label, None, c.width, c.height, c.mtime_ns))
     if include_problems:
         checks = getattr(scan, "checks", {}) or {}
         for p in scan.problems:

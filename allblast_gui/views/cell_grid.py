@@ -6,7 +6,7 @@ shift-click and Ctrl+A are Qt's defaults, made aware of lazily fetched rows.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelection, QItemSelectionModel, QModelIndex, QSize, Signal
+from PySide6.QtCore import QItemSelection, QItemSelectionModel, QModelIndex, QPoint, QSize, Signal
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyleOptionViewItem, QWidget
 
 from ..models.cell_list_model import LABEL_ROLE, CellListModel
@@ -45,11 +45,16 @@ class CellGridView(QListView):
         if old is not None:
             for signal, slot in self._model_connections(old):
                 signal.disconnect(slot)
+            if isinstance(old, CellListModel):
+                old.set_visible_range_provider(None)
         super().setModel(model)
         if model is None:
             return
         for signal, slot in self._model_connections(model):
             signal.connect(slot)
+        if isinstance(model, CellListModel):
+            # Thumbnails are only decoded for tiles on screen when the request is made.
+            model.set_visible_range_provider(self.visible_row_range)
         selection = self.selectionModel()
         selection.currentChanged.connect(self._on_current_changed)
         selection.selectionChanged.connect(self._on_selection_changed)
@@ -71,12 +76,42 @@ class CellGridView(QListView):
         model = self.cell_model()
         if model is not None:
             model.set_device_pixel_ratio(self.devicePixelRatioF())
-            model.set_device_pixel_ratio(self.devicePixelRatioF())
-        model.set_tile_size(self._tile)
+            model.set_tile_size(self._tile)
         self._apply_grid()
 
     def tileSize(self) -> int:  # noqa: N802
         return self._tile
+
+    def visible_row_range(self) -> tuple[int, int] | None:
+        """(first, last) rows with a tile on screen, or None when none is (hidden, empty)."""
+        model = self.model()
+        if model is None or not self.isVisible():
+            return None
+        rows = model.rowCount()
+        if rows == 0:
+            return None
+        vp = self.viewport().rect()
+        grid = self.gridSize()
+        # Corners of the viewport, stepped in by less than a tile: a corner may fall in the gap
+        # right of the last column or below the last row.
+        first = last = None
+        for dy in (1, grid.height() // 2):
+            for dx in (1, grid.width() // 2):
+                idx = self.indexAt(QPoint(vp.left() + dx, vp.top() + dy))
+                if idx.isValid():
+                    first = idx.row() if first is None else min(first, idx.row())
+        for dy in (1, grid.height() // 2, grid.height()):
+            for dx in (1, grid.width() // 2, grid.width()):
+                idx = self.indexAt(QPoint(vp.right() - dx, vp.bottom() - dy))
+                if idx.isValid():
+                    last = idx.row() if last is None else max(last, idx.row())
+        if first is None:
+            return (0, rows - 1)  # cannot tell (layout pending): do not drop any request
+        if last is None:
+            last = rows - 1  # the bottom of the screen is below the last tile
+        # Keep the next row of tiles on either side too: they are about to scroll in.
+        cols = max(1, vp.width() // max(1, grid.width()))
+        return (max(0, first - cols), min(rows - 1, last + cols))
 
     def _apply_grid(self) -> None:
         option = QStyleOptionViewItem()

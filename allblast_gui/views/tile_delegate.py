@@ -1,24 +1,44 @@
 """Paints one cell tile: thumbnail, label-coloured edge, label text, changed mark, problems.
 
-Everything comes from model roles, so the delegate has no state of its own apart from fonts; it
-never decodes or scales images itself beyond drawPixmap into the tile (the loader already made
-the thumbnail at the tile's pixel size).
+Everything comes from the model, so the delegate's only state is a cache of rendered tiles: each
+tile is drawn once into a QPixmap keyed by everything it shows (cell, label, changed, problem,
+thumbnail, tile size, selection, palette, font, device pixel ratio), and paint() is then one
+drawPixmap plus the focus frame. Tiles still loading or unreadable do not depend on the cell at
+all, so they share one rendering per label. It never decodes or scales images itself beyond
+drawPixmap into the tile (the loader already made the thumbnail at the tile's pixel size).
 """
 from __future__ import annotations
+
+from collections import OrderedDict
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from ..models.cell_list_model import CHANGED_ROLE, DEFAULT_TILE, LABEL_ROLE, PROBLEM_ROLE
+from ..models.cell_list_model import CHANGED_ROLE, DEFAULT_TILE, LABEL_ROLE, PROBLEM_ROLE, CellListModel
 from ..style import PROBLEM_COLOR, is_unsure, label_color, label_text
 
 MARGIN = 4  # around the tile, inside the grid cell: selection shows as a frame around it
 EDGE = 3  # label-coloured edge around the thumbnail
 TEXT_GAP = 2
+# Rendered tiles kept (bytes of pixels): a few screens' worth, so scrolling back and the repaints
+# while thumbnails arrive are one blit per tile.
+CACHE_BYTES = 64 * 1024 * 1024
 
 
 class TileDelegate(QStyledItemDelegate):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._cache: OrderedDict[tuple, QPixmap] = OrderedDict()  # LRU: oldest first
+        self._cache_max = 256
+        self.renders = 0  # tiles rendered (not served from the cache): for tests and benchmarks
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def cache_size(self) -> int:
+        return len(self._cache)
+
     def tile_size(self, index: QModelIndex | QPersistentModelIndex) -> int:
         model = index.model()
         return model.tile_size() if hasattr(model, "tile_size") else DEFAULT_TILE
@@ -32,16 +52,84 @@ class TileDelegate(QStyledItemDelegate):
         return self.size_for_tile(self.tile_size(index), option)
 
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
-        tile = self.tile_size(index)
+        model = index.model()
+        if not isinstance(model, CellListModel):
+            self._paint_generic(painter, option, index)
+            return
+        row = index.row()
+        cell = model.cell_at(row)
+        if cell is None:
+            return
+        pixmap = model.thumbnail(row)
+        problem = model.problem(row) if pixmap is None else None  # a shown thumbnail has none
+        state = option.state
+        selected = bool(state & QStyle.StateFlag.State_Selected)
         rect = option.rect
-        palette = option.palette
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        w, h = rect.width(), rect.height()
+        dpr = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+        palette, font = option.palette, option.font
+        label = cell.current
+        key = (
+            # Loading and unreadable tiles look the same for every cell with the same label.
+            cell.path if pixmap is not None else None, pixmap.cacheKey() if pixmap is not None else 0,
+            label, cell.changed, problem, model.tile_size(), w, h, selected, dpr,
+            model.classes_version(), id(model), palette.cacheKey(), font.key(),
+        )
+        cache = self._cache
+        tile_pm = cache.get(key)
+        if tile_pm is None:
+            tile_pm = self._render_tile(option, model, label, cell.changed, pixmap, problem, selected, w, h, dpr)
+            cache[key] = tile_pm
+            if len(cache) == 1:
+                self._cache_max = max(64, CACHE_BYTES // max(1, tile_pm.width() * tile_pm.height() * 4))
+            while len(cache) > self._cache_max:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(key)
+        painter.drawPixmap(rect.topLeft(), tile_pm)
+        if state & QStyle.StateFlag.State_HasFocus:
+            self._draw_focus(painter, rect, palette)
+
+    def _render_tile(self, option: QStyleOptionViewItem, model, label, changed: bool, pixmap, problem,
+                     selected: bool, w: int, h: int, dpr: float) -> QPixmap:
+        self.renders += 1
+        out = QPixmap(max(1, round(w * dpr)), max(1, round(h * dpr)))
+        out.setDevicePixelRatio(dpr)
+        out.fill(Qt.GlobalColor.transparent)
+        p = QPainter(out)
+        try:
+            p.setFont(option.font)  # as the view's painter has: problem text derives from it
+            self._draw_tile(p, option, QRect(0, 0, w, h), model.tile_size(), model.classes(), label, changed,
+                            pixmap, problem, selected)
+        finally:
+            p.end()
+        return out
+
+    def _paint_generic(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        """Any other model: straight from its roles, uncached."""
         model = index.model()
         classes = model.classes() if hasattr(model, "classes") else []
-        label = index.data(LABEL_ROLE)
-        color = label_color(label, classes)
-
         painter.save()
+        self._draw_tile(painter, option, option.rect, self.tile_size(index), classes, index.data(LABEL_ROLE),
+                        bool(index.data(CHANGED_ROLE)), index.data(Qt.ItemDataRole.DecorationRole),
+                        index.data(PROBLEM_ROLE), bool(option.state & QStyle.StateFlag.State_Selected))
+        painter.restore()
+        if option.state & QStyle.StateFlag.State_HasFocus:
+            self._draw_focus(painter, option.rect, option.palette)
+
+    @staticmethod
+    def _draw_focus(painter: QPainter, rect: QRect, palette: QPalette) -> None:
+        painter.save()
+        pen = QPen(palette.color(QPalette.ColorRole.Highlight).darker(150), 1, Qt.PenStyle.DotLine)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(rect.adjusted(1, 1, -2, -2))
+        painter.restore()
+
+    def _draw_tile(self, painter: QPainter, option: QStyleOptionViewItem, rect: QRect, tile: int, classes,
+                   label, changed: bool, pixmap, problem, selected: bool) -> None:
+        palette = option.palette
+        color = label_color(label, classes)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
         if selected:
             painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight))
@@ -55,8 +143,6 @@ class TileDelegate(QStyledItemDelegate):
             painter.fillRect(square.adjusted(-2, -2, 2, 2), palette.color(QPalette.ColorRole.Base))
         painter.fillRect(square, QColor("#101010"))  # C-NMC cells sit on black; so do we
         inner = square.adjusted(EDGE, EDGE, -EDGE, -EDGE)
-        pixmap = index.data(Qt.ItemDataRole.DecorationRole)
-        problem = index.data(PROBLEM_ROLE)
         if isinstance(pixmap, QPixmap) and not pixmap.isNull():
             self._draw_pixmap(painter, inner, pixmap)
         elif problem:
@@ -65,7 +151,7 @@ class TileDelegate(QStyledItemDelegate):
             painter.fillRect(inner, QColor("#2A2A2A"))  # still loading: a calm, empty tile
 
         self._draw_edge(painter, square, QColor(PROBLEM_COLOR) if problem else color, is_unsure(label))
-        if index.data(CHANGED_ROLE):
+        if changed:
             self._draw_changed_mark(painter, square, color)
 
         # Label text under the thumbnail.
@@ -75,13 +161,6 @@ class TileDelegate(QStyledItemDelegate):
         painter.setPen(palette.color(role))
         text = option.fontMetrics.elidedText(label_text(label), Qt.TextElideMode.ElideRight, text_rect.width())
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, text)
-
-        if option.state & QStyle.StateFlag.State_HasFocus:
-            pen = QPen(palette.color(QPalette.ColorRole.Highlight).darker(150), 1, Qt.PenStyle.DotLine)
-            painter.setPen(pen)
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRect(rect.adjusted(1, 1, -2, -2))
-        painter.restore()
 
     @staticmethod
     def _draw_pixmap(painter: QPainter, target: QRect, pixmap: QPixmap) -> None:

@@ -108,3 +108,30 @@ def test_style_helpers():
     many = [f"c{i}" for i in range(20)]
     assert len({label_color(c, many).name() for c in many}) == 20
     assert label_text(None) == "unlabeled" and label_text("hem") == "hem"
+
+
+def test_set_tile_size_without_model(qtbot):
+    view = CellGridView()
+    qtbot.addWidget(view)
+    view.setTileSize(90)
+    assert view.tileSize() == 90 and view.gridSize().width() >= 90
+
+
+def test_tile_cache_rerenders_only_on_change(qtbot, grid):
+    view, model = grid
+    rows = synthetic(6)
+    model.set_rows(Path("/data"), rows, ["a", "b"])
+    view.show()
+    qtbot.waitExposed(view)
+    delegate = view.itemDelegate()
+    view.viewport().repaint()
+    before = delegate.renders
+    view.viewport().repaint()
+    assert delegate.renders == before  # painted again from the cache
+    rect = view.visualRect(model.index(2))
+    old = view.viewport().grab().toImage().pixel(rect.left() + 5, rect.top() + 20)
+    model.update_labels({rows[2].path: "b"})  # colour and changed mark of one tile
+    view.viewport().repaint()
+    assert delegate.renders > before
+    new = view.viewport().grab().toImage().pixel(rect.left() + 5, rect.top() + 20)
+    assert new != old and new == label_color("b", ["a", "b"]).rgb()

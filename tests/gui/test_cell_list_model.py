@@ -198,3 +198,59 @@ def test_tile_size(qtbot, model):
     assert (blocker.args[0].row(), blocker.args[1].row()) == (0, 9)
     with qtbot.assertNotEmitted(model.dataChanged):
         model.set_tile_size(160)
+
+
+def test_thumbnail_ready_is_coalesced_into_one_update(qtbot, model, loader):
+    model.set_rows(Path("/data"), synthetic(50), ["a", "b"])
+    spy = []
+    model.dataChanged.connect(lambda a, b, roles: spy.append((a.row(), b.row(), list(roles))))
+    for row in (3, 9, 5):
+        loader.ready.emit(model.abspath(model.cell_at(row)), loader.generation)
+    loader.ready.emit("/elsewhere/x.png", loader.generation)  # not a row of ours: ignored
+    loader.ready.emit(model.abspath(model.cell_at(7)), loader.generation - 1)  # stale: ignored
+    assert spy == []  # nothing per image...
+    qtbot.waitUntil(lambda: bool(spy), timeout=2000)
+    qtbot.wait(3 * clm.UPDATE_INTERVAL_MS)
+    assert [s[:2] for s in spy] == [(3, 9)]  # ...one span per tick
+    assert Qt.ItemDataRole.DecorationRole in spy[0][2]
+
+
+def test_thumbnail_requests_are_deferred_to_visible_rows(qtbot, model, loader, tmp_path):
+    rows = synthetic(40)
+    model.set_rows(tmp_path, rows, ["a", "b"])  # files do not exist: each load fails fast
+    model.set_visible_range_provider(lambda: (10, 12))
+    for r in range(0, 20):
+        assert model.index(r).data(Qt.ItemDataRole.DecorationRole) is None
+    assert loader.pending_count() == 0  # nothing scheduled from inside data()
+    requested = []
+    real = loader.request
+    loader.request = lambda *key: requested.append(key) or real(*key)
+    try:
+        qtbot.waitUntil(lambda: bool(requested), timeout=2000)
+    finally:
+        del loader.request
+    assert sorted(k[0] for k in requested) == sorted(model.abspath(rows[i]) for i in (10, 11, 12))
+    qtbot.waitUntil(lambda: model.index(11).data(PROBLEM_ROLE) is not None, timeout=10_000)
+    assert model.index(3).data(PROBLEM_ROLE) is None  # never asked for: off screen
+
+
+def test_queued_requests_scrolled_away_are_cancelled(qtbot, model, loader, tmp_path):
+    model.set_rows(tmp_path, synthetic(40), ["a", "b"])
+    loader.pool().setMaxThreadCount(1)
+    span = [(0, 5)]
+    model.set_visible_range_provider(lambda: span[0])
+    for r in range(6):
+        model.index(r).data(Qt.ItemDataRole.DecorationRole)
+    model._flush_requests()
+    span[0] = (30, 35)
+    model._flush_requests()  # rows 0-5 left the screen: whatever is still queued is dropped
+    assert loader.pending_count() == 0 and model._requested == {}
+
+
+def test_tooltip_follows_label_changes(model):
+    rows = synthetic(3)
+    model.set_rows(Path("/data"), rows, ["a", "b"])
+    idx = model.index(0)
+    assert "label: b" in idx.data(Qt.ItemDataRole.ToolTipRole)
+    model.update_labels({rows[0].path: UNSURE})
+    assert "label: unsure (was b)" in idx.data(Qt.ItemDataRole.ToolTipRole)

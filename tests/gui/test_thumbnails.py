@@ -183,3 +183,15 @@ def test_unwritable_cache_dir_still_loads(qtbot, make_loader, tmp_path, cnmc_bmp
     loader = make_loader(blocker / "thumbs")
     assert loader.cache_dir() is None
     assert load(qtbot, loader, cnmc_bmp, 32) is not None
+
+
+def test_cancel_drops_a_queued_request(qtbot, make_loader, pbc_jpgs):
+    loader = make_loader()
+    loader.pool().setMaxThreadCount(1)
+    for p in pbc_jpgs[:6]:
+        loader.request(p, 40)
+    assert loader.is_pending(pbc_jpgs[0], 40)
+    assert loader.cancel(pbc_jpgs[0], 40) and not loader.is_pending(pbc_jpgs[0], 40)
+    assert not loader.cancel(pbc_jpgs[0], 40)
+    qtbot.waitUntil(lambda: all(loader.lookup(p, 40) is not None for p in pbc_jpgs[1:6]), timeout=20_000)
+    assert loader.pending_count() == 0 and loader.pool().waitForDone(10_000)
