@@ -69,8 +69,8 @@ class Worker(QObject):
             getattr(self, kind).emit(*(() if kind == "started" else (payload,)))
 
     # -- called on the pool thread ---------------------------------------------------------------
-    def work(self) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def work(self) -> Any:  # pragma: no cover - FunctionWorker and GeneratorWorker define it
+        raise TypeError(f"{type(self).__name__} does not define work()")
 
     def report(self, value: Any) -> None:
         """Emit `progress`; raises Cancelled once the worker was discarded, so long jobs stop."""

@@ -131,11 +131,12 @@ def read_label_file(path: Path, root: Path) -> LabelFile:
         )
     label_col = lower.index("label")
     patient_col = lower.index("patient") if "patient" in lower else None
-    out = []
-    for r in rows:
-        get = lambda i: r[i].strip() if i is not None and i < len(r) else ""  # noqa: E731
-        out.append(LabelRow(get(path_col), get(label_col) or None, get(patient_col) or None))
+    out = [LabelRow(_cell(r, path_col), _cell(r, label_col) or None, _cell(r, patient_col) or None) for r in rows]
     return LabelFile(path, "generic", out, root)
+
+
+def _cell(row: list[str], col: int | None) -> str:
+    return row[col].strip() if col is not None and col < len(row) else ""
 
 
 def _cnmc_row(r: list[str], path: Path) -> LabelRow:
