@@ -24,6 +24,8 @@ def add_train_commands(sub, add_scan_args) -> None:
     p.add_argument("dir", metavar="DIR", help="labelled data folder")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder to create (or resume)")
     add_scan_args(p)
+    p.add_argument("--expert-labels", action="store_true", help="train on the expert's current labels from the "
+                   "label store (the app's corrections) instead of the data set's own labels")
     p.add_argument("--val", metavar="DIR", help="separate validation folder (implies --split predefined)")
     p.add_argument("--val-labels", metavar="CSV", help="labels CSV for --val")
     p.add_argument("--split", choices=["patient", "image", "folds", "predefined"], default=None, help=SPLIT_HELP)
@@ -69,6 +71,8 @@ def add_train_commands(sub, add_scan_args) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--json", required=True, metavar="OUT")
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--expert-labels", action="store_true", help="score against the expert's current labels "
+                   "from the label store instead of the data set's own labels")
     add_scan_args(p)
     _add_infer_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -105,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .cli import UserError, scan_with_progress, summarise_scan
     from .training import TrainConfig, fit
 
-    data = scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet)
+    data = _expert(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
     print(summarise_scan(data))
     val = scan_with_progress(args.val, args.val_labels, args.patient_regex, args.quiet) if args.val else None
     split = args.split or ("predefined" if args.val else "patient")
@@ -174,6 +178,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     return status
 
 
+def _expert(data, args: argparse.Namespace):
+    """Swap in the expert's labels from the label store when asked to."""
+    if not getattr(args, "expert_labels", False):
+        return data
+    from .index import with_expert_labels
+
+    data, changed = with_expert_labels(data)
+    tqdm.write(f"expert labels: {changed} of {len(data.cells)} cells differ from the data set's labels")
+    return data
+
+
 def _epoch_line(e: EpochEnd) -> str:
     def fmt(d: dict) -> str:
         return " ".join(f"{k} {v:.4f}" for k, v in d.items() if isinstance(v, (int, float)) and k in
@@ -189,7 +204,7 @@ def _run_predict(args: argparse.Namespace):
 
     device = resolve_device(args.device)
     model, spec, _ = load_model(args.model, device)
-    data = scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet)
+    data = _expert(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
     gen = predict_iter(model, spec, data.root, data.cells, device=device, batch_size=args.batch_size,
                        tta=args.tta, workers=args.workers)
     with tqdm(total=len(data.cells), unit="img", desc="predict", disable=args.quiet) as bar:

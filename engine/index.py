@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cells import FileCheck, ScanResult, scan
-from .store import LabelStore
+from .store import LabelStore, StoreError
 
 _FILE_COLUMNS = "path, size, mtime_ns, digest, problem, width, height"
 
@@ -98,3 +98,29 @@ def open_dataset(
                and (known[p].digest, known[p].problem) != (new[p].digest, new[p].problem)]
     return Project(store.data_root, result, store, added, removed, changed, first_open=not known,
                    labels_file=labels_file)
+
+
+def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None = None) -> tuple[ScanResult, int]:
+    """The scan with every cell's label replaced by the expert's current label from the store.
+
+    Returns (new scan, number of cells whose label differs from the data set's). Cells the
+    expert marked unsure or cleared are kept with that label; splits leave them out of training.
+    """
+    from dataclasses import replace
+
+    from .storedb import locate_db
+
+    db = Path(db_path).expanduser() if db_path else locate_db(result.root)[0]
+    if not db.is_file():
+        raise StoreError(f"no expert labels for {result.root} yet (looked for {db}): label cells in allblast or "
+                         "with `allblast-engine labels`, or leave out --expert-labels")
+    with LabelStore.open(result.root, db_path=db) as store:
+        states = store.states()
+    cells, changed = [], 0
+    for cell in result.cells:
+        state = states.get(cell.path)
+        if state is not None and state.current != cell.label:
+            cell = replace(cell, label=state.current, label_source="expert")
+            changed += 1
+        cells.append(cell)
+    return replace(result, cells=cells), changed

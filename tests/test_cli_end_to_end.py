@@ -164,3 +164,18 @@ def test_ask_to_continue_on_a_terminal(cnmc_dir, tmp_path, monkeypatch, capsys):
     # asked after epoch 1 -> one more epoch -> asked after epoch 2 -> halt
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert "finished (halted) after 2 epochs" in capsys.readouterr().out
+
+
+def test_evaluate_against_the_experts_labels(run_dir, cnmc_dir, tmp_path, capsys):
+    data = tmp_path / "cnmc"
+    shutil.copytree(cnmc_dir / "validation_data", data)
+    args = ["-q", "evaluate", str(run_dir / "model.pt"), str(data), "--device", "cpu", "--expert-labels"]
+    assert main([*args, "--json", str(tmp_path / "none.json")]) == 2  # no store yet: say so, don't guess
+    assert "no expert labels" in capsys.readouterr().err
+    assert main(["-q", "labels", "set", str(data), "C-NMC_test_prelim_phase_data/1002.bmp", "all"]) == 0
+    assert main(["-q", "labels", "set", str(data), "C-NMC_test_prelim_phase_data/1005.bmp", "unsure"]) == 0
+    assert main([*args, "--json", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    # 1002 was hem in the CSV and is all for the expert; the unsure cell is not scored
+    assert report["n"] == 1 and report["per_class"]["all"]["support"] == 1
+    assert "expert labels: 2 of 2 cells differ" in capsys.readouterr().out
