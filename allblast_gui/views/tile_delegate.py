@@ -95,7 +95,9 @@ class TileDelegate(QStyledItemDelegate):
         self.renders += 1
         out = QPixmap(max(1, round(w * dpr)), max(1, round(h * dpr)))
         out.setDevicePixelRatio(dpr)
-        out.fill(Qt.GlobalColor.transparent)
+        # Opaque, on the view's own background: blitting an opaque pixmap is a copy, while an
+        # alpha one is blended pixel by pixel (0.17 ms a tile, most of a scroll frame).
+        out.fill(option.palette.color(QPalette.ColorRole.Base))
         p = QPainter(out)
         try:
             p.setFont(option.font)  # as the view's painter has: problem text derives from it
