@@ -122,8 +122,11 @@ class _Drainer(QRunnable):
 
 
 def _read_cached(path: Path) -> np.ndarray | None:
+    # Python file I/O, not np.fromfile/tofile: it releases the GIL around the system call, so a
+    # slow disk stalls this thread only, never the GUI thread. imdecode: non-ASCII paths work.
     try:
-        data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work
+        with open(path, "rb") as fh:
+            data = np.frombuffer(fh.read(), dtype=np.uint8)
     except OSError:
         return None
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -137,7 +140,8 @@ def _write_cached(path: Path, rgb: np.ndarray) -> None:
     # Write-then-rename: another loader (or a second window) never reads half a file.
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.{id(buf)}.tmp")
     try:
-        buf.tofile(tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(memoryview(buf))
         os.replace(tmp, path)
     except OSError:
         try:
