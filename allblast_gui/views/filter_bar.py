@@ -71,12 +71,9 @@ class FilterBar(QWidget):
             for p in patients:
                 self.patient_combo.addItem(p, p)
             self.patient_combo.setEnabled(bool(patients))
-            self.changed_check.setChecked(False)
-            self.search.clear()
-            self._debounce.stop()
         finally:
             self._quiet = False
-        self._emit()
+        self.show_all()
 
     # -- driven by the data set tree -------------------------------------------------------------
     def show_class(self, label: str | None) -> None:
