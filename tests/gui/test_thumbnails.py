@@ -1,10 +1,11 @@
 """ThumbnailLoader: async decode, memory + disk cache, failures, generations, shutdown."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from PySide6.QtGui import QImage, QPixmap
 
-from allblast_gui.models import thumbnails
 from allblast_gui.models.thumbnails import ThumbnailLoader, cache_key
 
 
@@ -58,25 +59,27 @@ def test_aspect_kept_and_never_enlarged(qtbot, make_loader, pbc_jpgs):
     assert (big.width(), big.height()) == (360, 363)
 
 
-def test_disk_cache_serves_a_new_loader(qtbot, make_loader, tmp_path, cnmc_bmp, monkeypatch):
+def test_disk_cache_serves_a_new_loader(qtbot, make_loader, tmp_path, cnmc_bmp):
+    source = tmp_path / "cell.bmp"
+    shutil.copy(cnmc_bmp, source)
+    src = str(source)
     cache = tmp_path / "shared-cache"
     first = make_loader(cache)
-    load(qtbot, first, cnmc_bmp, 80, mtime_ns=123)
+    load(qtbot, first, src, 80, mtime_ns=123)
     files = list(cache.glob("*.png"))
-    assert [f.name for f in files] == [f"{cache_key(cnmc_bmp, 80, 123)}.png"]
+    assert [f.name for f in files] == [f"{cache_key(src, 80, 123)}.png"]
     assert not list(cache.glob("*.tmp"))
 
-    def no_decoding(path):
-        raise AssertionError("decoded although the disk cache has it")
-
-    monkeypatch.setattr(thumbnails, "read_rgb", no_decoding)
+    # The image is now unreadable: only the disk cache can still give its thumbnail (decoding
+    # happens in another process, so this is checked through the file, not a monkeypatch).
+    source.write_bytes(b"not an image any more" * 4)
     second = make_loader(cache)
-    pixmap = load(qtbot, second, cnmc_bmp, 80, mtime_ns=123)
-    assert (pixmap.width(), pixmap.height()) == (80, 80) and second.failure(cnmc_bmp) is None
+    pixmap = load(qtbot, second, src, 80, mtime_ns=123)
+    assert (pixmap.width(), pixmap.height()) == (80, 80) and second.failure(src) is None
     # Another mtime is another file version: not served from the old entry.
     with qtbot.waitSignal(second.ready, timeout=10_000):
-        second.request(cnmc_bmp, 80, mtime_ns=456)
-    assert "decoded although" in second.failure(cnmc_bmp)
+        second.request(src, 80, mtime_ns=456)
+    assert "not an image" in second.failure(src)
 
 
 @pytest.mark.parametrize("content, reason", [
