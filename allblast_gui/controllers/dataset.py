@@ -7,6 +7,7 @@ result is dropped and its label store closed.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -109,11 +110,26 @@ class DatasetController(QObject):
         self.close()
         self.current = loaded
         self.opened.emit(loaded)
+        _settle_heap()
 
     def close(self) -> None:
         if self.current is not None:
             self.current.project.close()
             self.current = None
+
+
+def _settle_heap() -> None:
+    """Exempt the freshly loaded data set from the cyclic garbage collector.
+
+    A 15,000-cell data set is ~100k long-lived objects; each full collection walked them all and
+    stalled the GUI for 20-40 ms while scrolling. Frozen objects are still freed by reference
+    counting when the next folder replaces them (rows hold no reference cycles); whatever cycles
+    the previous folder left are collected once here, at open time, not while scrolling.
+    """
+    if gc.get_freeze_count():
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def _describe(exc: BaseException) -> str:
