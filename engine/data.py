@@ -40,7 +40,7 @@ def resize_square(img: np.ndarray, size: int, interpolation: str = "bicubic") ->
     return cv2.resize(img, (size, size), interpolation=flag)
 
 
-def _default_cache_budget() -> int:
+def default_cache_budget() -> int:
     """A quarter of RAM, at most 8 GiB, and never more than /dev/shm can hold (Docker: 64 MB)."""
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -63,7 +63,7 @@ class DecodedCache:
 
     def __init__(self, n_items: int, img_size: int, *, max_bytes: int | None = None):
         per_item = img_size * img_size * 3
-        budget = _default_cache_budget() if max_bytes is None else max_bytes
+        budget = default_cache_budget() if max_bytes is None else max_bytes
         self.n_items, self.img_size = n_items, img_size
         self.capacity = max(0, min(n_items, budget // per_item))
         self.images = torch.zeros((self.capacity, img_size, img_size, 3), dtype=torch.uint8)

@@ -264,10 +264,10 @@ class _Job:
         return self.epoch if self.epoch_complete else self.epoch - 1
 
     def _make_loaders(self) -> None:
-        from .data import CellDataset, DecodedCache, _default_cache_budget, make_loader
+        from .data import CellDataset, DecodedCache, default_cache_budget, make_loader
 
         c, spec = self.config, self.spec
-        budget = (c.cache_max_bytes if c.cache_max_bytes is not None else _default_cache_budget()) if c.cache else 0
+        budget = (c.cache_max_bytes if c.cache_max_bytes is not None else default_cache_budget()) if c.cache else 0
         self.targets = {}
         self.loaders = {}
         for part in ("train", "val", "test"):
