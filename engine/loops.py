@@ -78,24 +78,29 @@ def class_weights(targets, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def device_batches(loader, spec, device, channels_last: bool, cancel: CancelToken | None):
+    """(1-based batch number, normalised input, targets) on the device; the cancel token is
+    checked before every batch, so a cancel costs at most the batch in progress."""
+    from .data import to_model_input
+
+    for i, (x, y, _) in enumerate(loader, 1):
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        yield i, to_model_input(x, spec, device, channels_last), y.to(device, non_blocking=True)
+
+
 def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: int = 1,
                     autocast_dtype=None, scaler=None, channels_last: bool = False,
                     cancel: CancelToken | None = None) -> Generator[BatchProgress, None, dict]:
     """One pass over `loader`; yields throttled BatchProgress, returns {loss, accuracy, images,
     seconds, images_per_s}. Loss/accuracy accumulate on the device and are read only when
     reported, so the GPU is not synchronised every batch."""
-    from .data import to_model_input
-
     model.train()
     n_batches = len(loader)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, t0, last_report = 0, time.perf_counter(), 0.0
-    for i, (x, y, _) in enumerate(loader, 1):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        x = to_model_input(x, spec, device, channels_last)
-        y = y.to(device, non_blocking=True)
+    for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
         with _autocast(device, autocast_dtype):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
@@ -133,18 +138,12 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
     balanced_accuracy, n} (+ "y_true", "y_pred", "probs" arrays when `outputs`)."""
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
-    from .data import to_model_input
-
     model.eval()
     n_batches = len(loader)
     loss_sum, ys, probs = 0.0, [], []
     t0 = last_report = time.perf_counter()
     with torch.inference_mode():
-        for i, (x, y, _) in enumerate(loader, 1):
-            if cancel is not None:
-                cancel.raise_if_cancelled()
-            x = to_model_input(x, spec, device, channels_last)
-            y = y.to(device, non_blocking=True)
+        for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
             with _autocast(device, autocast_dtype):
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
