@@ -57,10 +57,9 @@ ACTIONS: tuple[ActionSpec, ...] = tuple([
     ActionSpec("zoom_out", "Zoom Inspector Out", ("-",), "View", "Zoom the full-resolution cell out"),
     ActionSpec("zoom_fit", "Fit Inspector", ("F",), "View", "Fit the cell into the inspector"),
     ActionSpec("shortcuts", "&Keyboard Shortcuts", ("F1",), "Help", "This table"),
+    ActionSpec("log_folder", "Show &Log Folder", (), "Help", "Open the folder of allblast's log files"),
     ActionSpec("about", "&About allblast", (), "Help", ""),
 ] + _label_specs())
-
-BY_NAME = {spec.name: spec for spec in ACTIONS}
 
 
 def build_actions(parent: QWidget, handlers: dict[str, Callable[[], None]]) -> dict[str, QAction]:
@@ -99,7 +98,7 @@ MENUS: tuple[tuple[str, tuple], ...] = (
     ("&Edit", ("undo", "redo", "-", "select_all", "find", "-", "annotator")),
     ("&Label", tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1)) + ("-", "label_unsure", "label_clear")),
     ("&View", ("bigger", "smaller", "-", "zoom_in", "zoom_out", "zoom_fit")),
-    ("&Help", ("shortcuts", "about")),
+    ("&Help", ("shortcuts", "log_folder", "-", "about")),
 )
 DYNAMIC_MENUS = {"@recent": "Open &Recent"}
 

@@ -5,11 +5,12 @@ and this class wires their signals together and owns the menus and remembered se
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from allblast_resources import resource_path
 from PySide6.QtCore import QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QIcon
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
 )
@@ -30,6 +31,7 @@ from .views.status_bar import StatusPanel
 from .workers import TaskRunner
 
 ICON = resource_path("icons", "allblast.svg")
+log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
@@ -104,7 +106,7 @@ class MainWindow(QMainWindow):
             "find": self.filter_bar.focus_search, "annotator": self.ask_annotator,
             "bigger": lambda: self.change_tile_size(+TILE_STEP), "smaller": lambda: self.change_tile_size(-TILE_STEP),
             "zoom_in": lambda: image.zoom(1.25), "zoom_out": lambda: image.zoom(0.8), "zoom_fit": image.fit,
-            "shortcuts": self.show_shortcuts, "about": self.show_about,
+            "shortcuts": self.show_shortcuts, "about": self.show_about, "log_folder": self.show_log_folder,
             "label_unsure": r.label_unsure, "label_clear": r.label_clear,
         }
         for i in range(1, act.MAX_CLASS_KEYS + 1):
@@ -117,6 +119,7 @@ class MainWindow(QMainWindow):
         d.progress.connect(s.show_progress)
         d.opened.connect(self._on_opened)
         d.failed.connect(self._on_failed)
+        d.warned.connect(lambda text: s.showMessage(text, 15000))
         self.filter_bar.filterChanged.connect(self._on_filter)
         self.tree.classRequested.connect(self.filter_bar.show_class)
         self.tree.patientRequested.connect(self.filter_bar.show_patient)
@@ -240,6 +243,7 @@ class MainWindow(QMainWindow):
         except label_io.Cancelled:
             return None
         except Exception as exc:  # StoreError, LabelFileError, OSError: all are the user's to fix
+            log.warning("labels file command failed: %s", exc, exc_info=exc)
             self._warn("Labels file", str(exc))
             return None
         self.status.showMessage(summary, 15000)
@@ -272,6 +276,14 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About allblast",
                           "<b>allblast</b><br>Review and relabel single-cell blood images at keyboard "
                           "speed; labels are kept with their full history in a local database.")
+
+    def show_log_folder(self) -> None:
+        from engine.utils.logs import user_log_dir
+
+        folder = user_log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+            QMessageBox.information(self, "Log folder", f"The log files are in\n{folder}")
 
     def _warn(self, title: str, text: str) -> None:
         QMessageBox.warning(self, title, text)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine.store import default_annotator
+from engine.labels.store import default_annotator
 
 MAX_RECENT = 10
 DEFAULT_TILE = 112

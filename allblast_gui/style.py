@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from PySide6.QtGui import QColor
 
-from .models.cell_rows import UNSURE
+from engine.data.cells import UNSURE
 
 CLASS_PALETTE = (
     "#0072B2",  # blue
@@ -57,9 +57,3 @@ def label_text(label: str | None) -> str:
 
 def is_unsure(label: str | None) -> bool:
     return label == UNSURE
-
-
-def text_color_on(background: QColor) -> QColor:
-    """Black or white, whichever reads better on `background` (for badges and chips)."""
-    r, g, b = background.redF(), background.greenF(), background.blueF()
-    return QColor("#000000") if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else QColor("#FFFFFF")

@@ -9,17 +9,66 @@ lambdas included - always run on the GUI thread, and exceptions cross threads as
 A `TaskRunner` owns the pool and the live workers. Submitting under a `key` makes every older
 worker with that key stale: its progress/result/error are dropped (the user opened another folder
 meanwhile), only `finished` still fires so the bookkeeping stays simple.
+
+Warnings for the user (`engine.utils.logs.warn`) raised while a worker runs come out as its
+`warned` signal, like superqt's workers; the same hook lets a short command on the GUI thread
+collect them (`collect_warnings`). Every failure is logged with its traceback before `error`.
 """
 from __future__ import annotations
 
+import logging
 import queue
-import traceback
-from collections.abc import Callable, Generator
+import threading
+import warnings
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 
-from engine.events import CancelToken, Cancelled
+from engine.utils.jobs import CancelToken, Cancelled
+from engine.utils.logs import AllblastWarning, route_warnings_to_logging, warning_text
+
+log = logging.getLogger(__name__)
+_local = threading.local()  # .sink: where this thread's AllblastWarnings go (a worker, a command)
+
+
+def install_warning_hook() -> None:
+    """Route AllblastWarnings to the current thread's sink (and always to the log). Idempotent."""
+    route_warnings_to_logging()
+    logged = warnings.showwarning
+    if getattr(logged, "_allblast_sinks", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sink = getattr(_local, "sink", None)
+        if sink is not None and issubclass(category, AllblastWarning):
+            sink(warning_text(message))
+        logged(message, category, filename, lineno, file, line)
+
+    show._allblast = True  # type: ignore[attr-defined]
+    show._allblast_sinks = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
+@contextmanager
+def _sink(callback: Callable[[str], None]) -> Iterator[None]:
+    install_warning_hook()
+    previous = getattr(_local, "sink", None)
+    _local.sink = callback
+    try:
+        yield
+    finally:
+        _local.sink = previous
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """The user warnings raised on this thread inside the block (a short command on the GUI
+    thread, such as an export), in order."""
+    texts: list[str] = []
+    with _sink(texts.append):
+        yield texts
 
 
 class Worker(QObject):
@@ -28,7 +77,8 @@ class Worker(QObject):
     started = Signal()
     progress = Signal(object)  # whatever the work reports / yields
     result = Signal(object)  # the return value
-    error = Signal(object)  # the exception (with .__traceback_text__ for logs)
+    error = Signal(object)  # the exception (its traceback is in the log)
+    warned = Signal(str)  # a warning for the user raised by the work (engine.utils.logs.warn)
     finished = Signal()  # always last, also after an error or when stale
     stale_result = Signal(object)  # a discarded worker's return value, so owners can release it
     _event = Signal(str, object)  # pool thread -> GUI thread; see module docstring
@@ -45,10 +95,6 @@ class Worker(QObject):
         """Drop everything this worker still reports (except `finished`) and ask it to stop."""
         self._stale = True
         self.cancel_token.cancel()
-
-    @property
-    def is_stale(self) -> bool:
-        return self._stale
 
     @property
     def is_done(self) -> bool:
@@ -77,14 +123,19 @@ class Worker(QObject):
         self.cancel_token.raise_if_cancelled()
         self._event.emit("progress", value)
 
+    def describe(self) -> str:
+        """What this worker does, for the log."""
+        return type(self).__name__
+
     def _run(self) -> None:
         self._event.emit("started", None)
         try:
-            value = self.work()
+            with _sink(lambda text: self._event.emit("warned", text)):
+                value = self.work()
         except Cancelled:
             pass  # asked to stop: nobody listens any more
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI as a signal
-            exc.__traceback_text__ = traceback.format_exc()  # type: ignore[attr-defined]
+            log.warning("%s failed: %s", self.describe(), exc, exc_info=exc)
             self._event.emit("error", exc)
         else:
             self._event.emit("result", value)
@@ -116,6 +167,9 @@ class FunctionWorker(Worker):
 
     def work(self) -> Any:
         return self._func(*self._args, **self._kwargs)
+
+    def describe(self) -> str:
+        return getattr(self._func, "__qualname__", repr(self._func))
 
 
 class GeneratorWorker(Worker):

@@ -7,7 +7,7 @@ agree on (nearly) every predicted class, so the speed-up is not bought with diff
 
 Naive baseline = what a first script usually does: torchvision ImageFolder (PIL decode),
 Resize/ToTensor/Normalize, DataLoader defaults (batch 1, no workers), torch.no_grad (not
-inference_mode), contiguous NCHW. Ours = engine.inference.predict: cv2 decode + INTER_AREA resize,
+inference_mode), contiguous NCHW. Ours = engine.learn.inference.predict: cv2 decode + INTER_AREA resize,
 uint8 batches normalised in one step, channels_last, inference_mode, batches of --batch-size.
 """
 from __future__ import annotations
@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.inference import predict  # noqa: E402
-from engine.model import LITE0, build_model  # noqa: E402
+from engine.learn.inference import predict  # noqa: E402
+from engine.learn.model import build_model  # noqa: E402
+from engine.learn.weights import LITE0  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATASETS = {"pbc": SHARED / "pbc-dev", "cnmc": SHARED / "cnmc-samples" / "training_data" / "fold_0"}

@@ -1,6 +1,6 @@
 """Training throughput: our pipeline vs a naive PIL/torchvision loop, same model, images, batch size.
 
-Ours  = engine.loops.train_one_epoch over CellDataset (uint8 items, OpenCV decode, DecodedCache
+Ours  = engine.learn.loops.train_one_epoch over CellDataset (uint8 items, OpenCV decode, DecodedCache
         so epochs after the first skip decoding) + make_loader + to_model_input on the device,
         channels_last and AMP exactly as `fit` sets them for the device.
 Naive = torchvision ImageFolder (PIL decode + Resize + flips + ToTensor + Normalize every epoch,
@@ -22,10 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.cells import scan  # noqa: E402
-from engine.data import CellDataset, DecodedCache, make_loader  # noqa: E402
-from engine.model import build_model, resolve_device  # noqa: E402
-from engine.loops import amp_dtype, drain, train_one_epoch  # noqa: E402
+from engine.data.dataset import CellDataset, DecodedCache, make_loader  # noqa: E402
+from engine.data.scan import scan  # noqa: E402
+from engine.learn.device import amp_dtype, resolve_device  # noqa: E402
+from engine.learn.loops import train_one_epoch  # noqa: E402
+from engine.learn.model import build_model  # noqa: E402
+from engine.utils.jobs import drain  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-dev"
 

@@ -1,4 +1,4 @@
-"""Icons and report templates, installed as the `allblast_resources` package."""
+"""Icons (and, as they are added, other files the app ships), installed as `allblast_resources`."""
 from importlib.resources import files
 from pathlib import Path
 

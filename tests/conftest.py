@@ -39,3 +39,23 @@ def pbc_dir() -> Path:
 @pytest.fixture(scope="session")
 def bccd_dir() -> Path:
     return _shared("bccd-dev")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to reach the network fails the test, even if the code under test swallows the
+    error (offline users must never wait on downloads and their retries)."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[1:] if len(args) > 1 else args)
+        raise OSError("network access is blocked in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    yield
+    assert not attempts, f"network access attempted: {attempts[:3]}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.store import LabelStore  # noqa: E402
+from engine.labels.store import LabelStore  # noqa: E402
 
 
 def main() -> None:

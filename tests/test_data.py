@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import (
+from engine.data.dataset import (
     CellDataset,
     CellReadError,
     DecodedCache,
@@ -17,8 +17,8 @@ from engine.data import (
     resize_square,
     to_model_input,
 )
-from engine.imaging import read_rgb
-from engine.model import ModelSpec
+from engine.data.imaging import read_rgb
+from engine.learn.model import ModelSpec
 
 S = 64
 

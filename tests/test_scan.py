@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.cells import scan
-from engine.imaging import ImageReadError, read_rgb
-from engine.labelfiles import LabelFileError
+from engine.data.scan import scan
+from engine.data.imaging import ImageReadError, read_rgb
+from engine.data.labelfiles import LabelFileError
 
 CNMC_VAL_CSV = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.cells import Cell, ScanResult, scan
-from engine.splits import LEAKY_NOTE, Split, make_split
+from engine.data.cells import Cell, ScanResult
+from engine.data.scan import scan
+from engine.data.splits import LEAKY_NOTE, Split, make_split
 
 
 def _cnmc_like(n_all=26, n_hem=14, seed=1, folds=False) -> ScanResult:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import storedb
-from engine.cells import Cell
-from engine.labelfiles import read_label_file
-from engine.store import UNSURE, Change, LabelStore, StoreError, default_annotator
+from engine.labels import db as storedb
+from engine.data.cells import Cell
+from engine.data.labelfiles import read_label_file
+from engine.data.cells import UNSURE
+from engine.labels.csv_io import export_csv, import_csv
+from engine.utils.logs import AllblastWarning
+from engine.labels.store import Change, LabelStore, StoreError, default_annotator
 
 HERE = Path(__file__).resolve().parent
 CNMC_CSV = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
@@ -364,7 +367,7 @@ def test_import_generic_csv_is_one_undoable_action(store, tmp_path):
         "gone.png,all\n"           # missing image
     )
     before = current(store)
-    report = store.import_csv(csv_path, annotator="importer")
+    report = import_csv(store, csv_path, annotator="importer")
     assert (report.applied, report.unchanged, report.missing, report.problems) == (3, 1, ["gone.png"], [])
     after = current(store)
     assert (after["c0.png"], after["c1.png"], after["c2.png"], after["c3.png"]) == ("hem", "hem", UNSURE, "lymphocyte")
@@ -382,7 +385,7 @@ def test_import_cnmc_csv_and_bad_rows(tmp_path):
         csv_path = root / "val" / "labels.csv"
         csv_path.write_text("Patient_ID,new_names,labels\nUID_1_1_1_all.bmp,1.bmp,1\n"
                             "UID_H2_1_1_hem.bmp,2.bmp,0\nUID_3_1_1_all.bmp,3.bmp,7\nUID_4_1_1_all.bmp,4.bmp,1\n")
-        report = s.import_csv(csv_path, annotator="a")
+        report = import_csv(s, csv_path, annotator="a")
         assert (report.applied, report.unchanged) == (2, 0)
         assert report.missing == ["val/4.bmp"]
         assert len(report.problems) == 1 and report.problems[0][0] == "3.bmp" and "unknown label" in report.problems[0][1]
@@ -390,7 +393,7 @@ def test_import_cnmc_csv_and_bad_rows(tmp_path):
         not_csv = tmp_path / "x.csv"
         not_csv.write_text("a,b\n1,2\n")
         with pytest.raises(ValueError, match="expected the C-NMC form"):
-            s.import_csv(not_csv, annotator="a")
+            import_csv(s, not_csv, annotator="a")
         assert s.undo() and current(s)["val/1.bmp"] is None and not s.can_undo()
 
 
@@ -399,7 +402,7 @@ def test_export_generic_cnmc_history_and_read_back(store, tmp_path):
     store.set_label("c3.png", UNSURE, annotator="ann")  # all -> unsure
     store.set_label("c4.png", "blast", annotator="ann")  # hem -> other class
     out = tmp_path / "out" / "generic.csv"
-    assert store.export_csv(out) == 6
+    assert export_csv(store, out) == 6
     lines = out.read_text().splitlines()
     assert lines[0] == "path,patient,original,label,annotator,changed_at"
     assert lines[1].startswith("c0.png,P0,all,hem,ann,20")
@@ -410,42 +413,42 @@ def test_export_generic_cnmc_history_and_read_back(store, tmp_path):
         "c0.png": "hem", "c1.png": "hem", "c2.png": None, "c3.png": UNSURE, "c4.png": "blast", "c5.png": None}
 
     cnmc = tmp_path / "cnmc.csv"
-    with pytest.warns(UserWarning, match="skipped 4 cells"):
-        assert store.export_csv(cnmc, format="cnmc") == 2
-    assert "1 unsure" in store.last_warnings[0] and "2 unlabeled" in store.last_warnings[0]
+    with pytest.warns(AllblastWarning, match="skipped 4 cells") as warned:
+        assert export_csv(store, cnmc, format="cnmc") == 2
+    assert "1 unsure" in str(warned[0].message) and "2 unlabeled" in str(warned[0].message)
     assert cnmc.read_text().splitlines() == ["Patient_ID,new_names,labels", "c0.png,c0.png,0", "c1.png,c1.png,0"]
     lf = read_label_file(cnmc, store.data_root)
     assert lf.kind == "cnmc" and [(r.path, r.label) for r in lf.rows] == [("c0.png", "hem"), ("c1.png", "hem")]
 
     hist = tmp_path / "history.csv"
     store.undo()
-    assert store.export_csv(hist, history=True) == 4
+    assert export_csv(store, hist, history=True) == 4
     rows = hist.read_text().splitlines()
     assert rows[0] == "path,old,new,annotator,changed_at,source,action_id"
     assert rows[-1].startswith("c4.png,blast,hem,") and rows[-1].endswith(",undo,3")
     with pytest.raises(ValueError, match="unknown export format"):
-        store.export_csv(tmp_path / "x.csv", format="xml")
+        export_csv(store, tmp_path / "x.csv", format="xml")
 
 
 def test_export_then_import_restores_labels(store, tmp_path):
     store.set_labels(["c0.png", "c1.png"], UNSURE, annotator="a")
     saved = current(store)
-    store.export_csv(tmp_path / "snap.csv")
+    export_csv(store, tmp_path / "snap.csv")
     store.set_labels([f"c{i}.png" for i in range(6)], "all", annotator="a")
-    report = store.import_csv(tmp_path / "snap.csv", annotator="a")
+    report = import_csv(store, tmp_path / "snap.csv", annotator="a")
     assert (report.applied, report.unchanged, report.missing, report.problems) == (5, 1, [], [])
     assert current(store) == saved
 
 
 def test_import_real_cnmc_validation_csv(cnmc_dir, tmp_path):
-    from engine.index import open_dataset
+    from engine.labels.project import open_dataset
 
     with open_dataset(cnmc_dir, db_path=tmp_path / "cnmc.sqlite") as project:
         s = project.store
         val = "validation_data/C-NMC_test_prelim_phase_data/1002.bmp"
         assert s.state(val).current == "hem"  # the scan applied the CSV already
         s.set_label(val, "all", annotator="a")
-        report = s.import_csv(cnmc_dir / CNMC_CSV, annotator="a")
+        report = import_csv(s, cnmc_dir / CNMC_CSV, annotator="a")
         assert len(report.missing) == 1865 and report.problems == []
         assert "validation_data/1.bmp" in report.missing  # as the scan reports it
         assert (report.applied, report.unchanged) == (1, 1)

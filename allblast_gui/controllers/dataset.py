@@ -8,18 +8,20 @@ result is dropped and its label store closed.
 from __future__ import annotations
 
 import gc
-import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.store import UNSURE
+from engine.data.cells import UNSURE
+from engine.labels.db import db_path_in
 from ..models.cell_rows import CellRow, rows_from_scan
 from ..workers import TaskRunner
 
 LOAD_KEY = "open-dataset"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,15 +40,12 @@ class LoadedDataset:
 
 def db_path_for(root: Path, db_dir: Path | None) -> Path | None:
     """Database file for `root` inside `db_dir` (tests, demos, read-only shares); None = store default."""
-    if db_dir is None:
-        return None
-    key = hashlib.sha256(str(root).encode("utf-8")).hexdigest()[:12]
-    return Path(db_dir) / f"{root.name or 'data'}-{key}.sqlite"
+    return None if db_dir is None else db_path_in(Path(db_dir), root)
 
 
 def load_dataset(root: Path, labels: Path | None, db_path: Path | None, progress=None) -> LoadedDataset:
     """Runs on a pool thread: scan + store + rows. Never touches Qt objects."""
-    from engine.index import open_dataset  # imported here: the first open is the slow path anyway
+    from engine.labels.project import open_dataset  # imported here: the first open is the slow path anyway
 
     project = open_dataset(root, labels, progress=progress, db_path=db_path)
     try:
@@ -72,6 +71,7 @@ class DatasetController(QObject):
     progress = Signal(int, int)  # files checked, files total
     opened = Signal(object)  # LoadedDataset
     failed = Signal(str, str)  # folder, message
+    warned = Signal(str)  # a warning for the user from opening (engine.utils.logs.warn)
 
     def __init__(self, runner: TaskRunner, *, db_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -99,6 +99,7 @@ class DatasetController(QObject):
         worker.progress.connect(self._on_progress)
         worker.result.connect(self._on_loaded)
         worker.error.connect(lambda exc, r=str(root): self.failed.emit(r, _describe(exc)))
+        worker.warned.connect(self.warned)
         worker.stale_result.connect(lambda loaded: loaded.project.close())
         self.loading.emit(str(root))
 
@@ -107,6 +108,8 @@ class DatasetController(QObject):
             self.progress.emit(int(value[0]), int(value[1]))
 
     def _on_loaded(self, loaded: LoadedDataset) -> None:
+        log.info("opened %s: %d cells, %d unreadable, labels in %s", loaded.root, len(loaded.rows),
+                 len(loaded.problems), loaded.store.db_path)
         self.close()
         self.current = loaded
         self.opened.emit(loaded)
@@ -134,7 +137,7 @@ def _settle_heap() -> None:
 
 def _describe(exc: BaseException) -> str:
     """A message for the user: engine errors already say what to do; others get their type."""
-    from engine.store import StoreError
+    from engine.labels.store import StoreError
 
     if isinstance(exc, (StoreError, OSError, ValueError)):
         return str(exc) or type(exc).__name__

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.store import UNSURE, StoreError
+from engine.data.cells import UNSURE
+from engine.labels.store import StoreError
 
 # Above this many paths, reading all states at once is cheaper than one query per path.
 _BULK_STATES = 200

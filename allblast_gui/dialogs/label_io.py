@@ -5,10 +5,13 @@ what went wrong (the window shows it in a message box). Tests pass `path` and sk
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QWidget
+
+from engine.labels.csv_io import export_csv, import_csv
+
+from ..workers import collect_warnings
 
 CSV_FILTER = "CSV files (*.csv);;All files (*)"
 EXPORTS = {
@@ -29,10 +32,8 @@ def export_labels(parent: QWidget | None, store, kind: str, path: str | Path | N
         path, _ = QFileDialog.getSaveFileName(parent, title, start, CSV_FILTER)
         if not path:
             raise Cancelled()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the same text is in store.last_warnings, shown below
-        n = store.export_csv(path, **kwargs)
-    notes = getattr(store, "last_warnings", []) or []
+    with collect_warnings() as notes:  # what the format could not hold, said in the summary
+        n = export_csv(store, path, **kwargs)
     summary = f"Wrote {n:,} rows to {path}"
     return summary + (" — " + "; ".join(notes) if notes else "")
 
@@ -43,7 +44,7 @@ def import_labels(parent: QWidget | None, store, annotator: str, path: str | Pat
         path, _ = QFileDialog.getOpenFileName(parent, "Import Labels", str(Path.home()), CSV_FILTER)
         if not path:
             raise Cancelled()
-    report = store.import_csv(path, annotator=annotator)
+    report = import_csv(store, path, annotator=annotator)
     parts = [f"Imported {Path(path).name}: {report.applied:,} labels changed, {report.unchanged:,} unchanged"]
     if report.missing:
         parts.append(f"{len(report.missing):,} rows name images not in this folder")

@@ -2,20 +2,20 @@
 
 All the data lives in plain rows (cell_rows); this class only maps visible rows to Qt roles.
 Rows appear in batches (canFetchMore/fetchMore, as in Qt's fetchmore example) so a 15,000-cell
-folder paints its first screen at once, and thumbnails come from a ThumbnailLoader that never
-blocks `data()`.
+folder paints its first screen at once. Thumbnails come from a ThumbnailLoader that never blocks
+`data()`; when to ask it, and when to repaint, is the ThumbnailScheduler's job.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer, Slot
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Slot
 from PySide6.QtGui import QPixmap
 
 from ..style import label_text
 from .cell_rows import CellFilter, CellRow, apply_filter
+from .thumbnail_scheduler import ThumbnailScheduler
 from .thumbnails import ThumbnailLoader
 
 CELL_ROLE = Qt.ItemDataRole.UserRole + 1  # the CellRow itself
@@ -29,14 +29,6 @@ ABSPATH_ROLE = Qt.ItemDataRole.UserRole + 8  # absolute file path (str)
 
 BATCH_SIZE = 2000
 DEFAULT_TILE = 112
-# Thumbnails asked for by data() are scheduled once no new tile has asked for REQUEST_DELAY_MS
-# (or at the latest REQUEST_MAX_WAIT_MS after the first ask), and only for rows still on screen
-# then: a flick through the grid must not queue a decode for every tile flying past, and the
-# decoding threads must not compete with painting while the reviewer flicks.
-REQUEST_DELAY_MS = 30
-REQUEST_MAX_WAIT_MS = 150
-# Finished thumbnails are announced together, one dataChanged per tick, not one per image.
-UPDATE_INTERVAL_MS = 25
 
 _LABEL_ROLES = [LABEL_ROLE, CHANGED_ROLE, CELL_ROLE, Qt.ItemDataRole.ToolTipRole]
 _THUMB_ROLES = [Qt.ItemDataRole.DecorationRole, PROBLEM_ROLE]
@@ -63,23 +55,9 @@ class CellListModel(QAbstractListModel):
         self._prefix = ""  # root + separator: abspath = prefix + CellRow.path
         self._classes_version = 0  # bumped when classes change (tile colours depend on them)
         self._tooltips: dict[int, tuple] = {}  # index into _rows -> (inputs, text)
-        # Thumbnail scheduling: rows whose pixmap data() could not return yet, and what was
-        # requested from the loader for which row (to cancel requests scrolled away).
-        self._wanted: dict[int, tuple[str, int, int]] = {}
-        self._wanted_since = 0.0  # monotonic time of the oldest entry in _wanted
-        self._requested: dict[tuple[str, int, int], int] = {}
-        self._visible_range: Callable[[], tuple[int, int] | None] | None = None
-        self._request_timer = QTimer(self)
-        self._request_timer.setSingleShot(True)
-        self._request_timer.setInterval(REQUEST_DELAY_MS)
-        self._request_timer.timeout.connect(self._flush_requests)
-        self._ready_rows: set[int] = set()
-        self._ready_timer = QTimer(self)
-        self._ready_timer.setSingleShot(True)
-        self._ready_timer.setInterval(UPDATE_INTERVAL_MS)
-        self._ready_timer.timeout.connect(self._flush_ready)
+        self.scheduler = ThumbnailScheduler(loader, self._loaded_row_of_file, self)
+        self.scheduler.rowsReady.connect(self._on_rows_ready)
         self._set_prefix()
-        loader.ready.connect(self._on_thumbnail_ready)
 
     # ---- plain-data API -------------------------------------------------------------------
 
@@ -129,9 +107,6 @@ class CellListModel(QAbstractListModel):
     def visible_count(self) -> int:
         """Cells passing the filter, including those not fetched into the view yet."""
         return len(self._visible)
-
-    def visible_rows(self) -> list[CellRow]:
-        return [self._rows[i] for i in self._visible]
 
     def cell_at(self, row: int) -> CellRow | None:
         if 0 <= row < len(self._visible):
@@ -207,7 +182,7 @@ class CellListModel(QAbstractListModel):
             return
         self._tile = px
         self._thumb_px = round(self._tile * self._dpr)
-        self._wanted.clear()
+        self.scheduler.forget_rows()
         if self._loaded:  # thumbnails must be re-requested at the new size
             self.dataChanged.emit(self.index(0), self.index(self._loaded - 1), [Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.SizeHintRole])
 
@@ -225,7 +200,7 @@ class CellListModel(QAbstractListModel):
     def set_visible_range_provider(self, provider: Callable[[], tuple[int, int] | None] | None) -> None:
         """`provider()` -> (first, last) rows on screen (or None: unknown). Thumbnails are only
         requested for rows in that range, and queued ones scrolled out of it are cancelled."""
-        self._visible_range = provider
+        self.scheduler.set_visible_range_provider(provider)
 
     def thumbnail(self, row: int) -> QPixmap | None:
         """The thumbnail of a fetched row if it is in memory; otherwise None, and the row is
@@ -236,16 +211,7 @@ class CellListModel(QAbstractListModel):
         key = (self.abspath(cell), self._thumb_px, cell.mtime_ns)
         pixmap = self._loader.lookup(*key)
         if pixmap is None and self._loader.failure(key[0]) is None:
-            wanted = self._wanted
-            if not wanted:
-                self._wanted_since = time.monotonic()
-            if row not in wanted:
-                wanted[row] = key
-                # Debounced while tiles keep flying past, but never longer than the max wait.
-                if (time.monotonic() - self._wanted_since) * 1000 < REQUEST_MAX_WAIT_MS - REQUEST_DELAY_MS:
-                    self._request_timer.start()
-                elif not self._request_timer.isActive():
-                    self._request_timer.start()
+            self.scheduler.want(row, key)
         return pixmap
 
     def problem(self, row: int) -> str | None:
@@ -319,59 +285,21 @@ class CellListModel(QAbstractListModel):
     # ---- thumbnails -----------------------------------------------------------------------
 
     def _forget_thumbnail_rows(self) -> None:
-        # Rows are about to mean other cells (filter, new folder): row-keyed bookkeeping goes.
-        self._wanted.clear()
-        self._requested.clear()
-        self._ready_rows.clear()
+        self.scheduler.forget_rows()  # rows are about to mean other cells
 
-    @Slot()
-    def _flush_requests(self) -> None:
-        """Request the thumbnails data() could not serve, for rows still on screen; cancel queued
-        requests for rows that are no longer on screen."""
-        wanted, self._wanted = self._wanted, {}
-        span = self._visible_range() if self._visible_range is not None else None
-        loader = self._loader
-        if span is not None:
-            first, last = span
-            for key, row in list(self._requested.items()):
-                if not first <= row <= last:
-                    del self._requested[key]
-                    loader.cancel(*key)
-            wanted = {row: key for row, key in wanted.items() if first <= row <= last}
-        elif len(self._requested) > 4096:
-            self._requested.clear()  # no view tells us what is visible: keep the map bounded
-        # Closest to the top of the screen last: the loader starts the newest request first.
-        for row in sorted(wanted, reverse=True):
-            key = wanted[row]
-            if loader.request(*key) is None and loader.is_pending(*key):
-                self._requested[key] = row
-            else:
-                # Already in memory (another row had it) or failed: repaint, nothing to wait for.
-                self._ready_rows.add(row)
-                if not self._ready_timer.isActive():
-                    self._ready_timer.start()
-
-    @Slot(str, int)
-    def _on_thumbnail_ready(self, abspath: str, generation: int) -> None:
-        if generation != self._loader.generation:
-            return
+    def _loaded_row_of_file(self, abspath: str) -> int | None:
         prefix = self._prefix
         path = abspath[len(prefix):] if prefix and abspath.startswith(prefix) else abspath
         row = self._visible_row.get(path)
         if row is None and path is not abspath:
             row = self._visible_row.get(abspath)  # rows built with absolute paths
-        if row is not None and row < self._loaded:
-            self._ready_rows.add(row)
-            if not self._ready_timer.isActive():
-                self._ready_timer.start()
+        return row if row is not None and row < self._loaded else None
 
-    @Slot()
-    def _flush_ready(self) -> None:
-        """One dataChanged over the rows whose thumbnails arrived since the last tick."""
-        rows = [r for r in self._ready_rows if r < self._loaded]
-        self._ready_rows.clear()
-        if rows:
-            self.dataChanged.emit(self.index(min(rows)), self.index(max(rows)), _THUMB_ROLES)
+    @Slot(int, int)
+    def _on_rows_ready(self, first: int, last: int) -> None:
+        last = min(last, self._loaded - 1)
+        if first <= last:
+            self.dataChanged.emit(self.index(first), self.index(last), _THUMB_ROLES)
 
 
 def _decoration(model: CellListModel, row: int):

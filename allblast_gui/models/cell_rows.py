@@ -5,28 +5,15 @@ indices `apply_filter` returns, so filtering and sorting are testable and fast w
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-# The label store's "I am not sure" label (engine.store.UNSURE); duplicated so this module stays
-# importable before the store exists and without importing it.
-UNSURE = "unsure"
+from engine.data.cells import UNSURE
+from engine.utils.natsort import natural_key
 
 SORT_KEYS = ("name", "patient", "label")
-
-_DIGITS = re.compile(r"(\d+)")
-
-
-def natural_key(s: str) -> str:
-    """A string that sorts naturally ('UID_2' < 'UID_10'): digit runs are zero-padded to a fixed
-    width. A str rather than a tuple because str comparison is done in C, which keeps sorting
-    15,000 rows in a few milliseconds."""
-    parts = _DIGITS.split(s.lower())
-    parts[1::2] = [p.rjust(20, "0") for p in parts[1::2]]
-    return "".join(parts)
 
 
 @dataclass(slots=True)
@@ -134,10 +121,6 @@ class CellFilter:
     patients: frozenset[str] | None = None  # patient in this set; cells without one excluded
     text: str = ""  # case-insensitive substring of the relative path (includes the name)
     sort: str = "name"  # "name" | "patient" | "label"
-
-    @property
-    def is_default(self) -> bool:
-        return self == CellFilter(sort=self.sort)
 
 
 def _label_key(label: str | None) -> str:

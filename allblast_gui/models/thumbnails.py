@@ -8,6 +8,7 @@ result for a folder that is no longer shown is simply dropped.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 from collections import OrderedDict, deque
@@ -19,13 +20,14 @@ from platformdirs import user_cache_dir
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Qt, Signal, Slot
 from PySide6.QtGui import QImage, QPixmap
 
-from engine.imaging import ImageReadError, read_rgb
+from engine.data.imaging import ImageReadError, read_rgb
 
 # Bump when the way thumbnails are made changes, so old disk-cache files are not reused.
 _CACHE_VERSION = "1"
 # Queued requests beyond this are cancelled oldest-first: when the reviewer flicks through a
 # 15,000-cell folder, tiles scrolled past long ago are not worth decoding any more.
 _MAX_PENDING = 1024
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
@@ -76,6 +78,7 @@ class _Job(QRunnable):
         except ImageReadError as exc:
             error = str(exc) or "could not be decoded"
         except Exception as exc:  # a decoder bug must show as a placeholder, not kill a thread
+            log.exception("thumbnail of %s failed unexpectedly", abspath)
             error = f"could not be decoded: {exc}"
         try:
             # Typed arguments, not one Python object: PySide6's queued `object` signals have
@@ -270,9 +273,6 @@ class ThumbnailLoader(QObject):
         self._failures.clear()
         # Pixmaps stay: their keys include path, size and mtime, so they are still correct if
         # the same folder is opened again.
-
-    def clear_memory(self) -> None:
-        self._pixmaps.clear()
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Cancel queued work and wait for running jobs; True when no thread is left running."""

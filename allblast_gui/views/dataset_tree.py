@@ -14,7 +14,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
-from ..models.cell_rows import UNSURE, CellRow
+from engine.data.cells import UNSURE
+
+from ..models.cell_rows import CellRow
 from ..style import label_color, label_text
 
 KIND = Qt.ItemDataRole.UserRole  # ("all"|"class"|"patient"|"changed"|"problem", value)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QWidget
 
-from ..models.cell_rows import UNSURE, CellFilter
+from engine.data.cells import UNSURE
+
+from ..models.cell_rows import CellFilter
 
 SEARCH_DEBOUNCE_MS = 250
 ALL = "__all__"

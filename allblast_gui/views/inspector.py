@@ -6,6 +6,7 @@ the QPixmap. Moving through cells quickly makes earlier loads stale, so only the
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -16,13 +17,14 @@ from PySide6.QtWidgets import (
     QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from engine.imaging import read_rgb
+from engine.data.imaging import read_rgb
 from ..models.cell_rows import CellRow
 from ..models.thumbnails import rgb_to_qimage
 from ..style import label_text
 from ..workers import TaskRunner
 
 LOAD_KEY = "inspector-image"
+log = logging.getLogger(__name__)
 ZOOM_STEP = 1.25
 
 
@@ -200,6 +202,7 @@ class Inspector(QWidget):
             try:
                 changes = self._store.history(self._row.path)
             except Exception as exc:  # a locked/closed store must not break browsing
+                log.warning("history of %s unavailable: %s", self._row.path, exc, exc_info=exc)
                 changes = []
                 self.history.setToolTip(f"History unavailable: {exc}")
         self.history.setRowCount(len(changes))

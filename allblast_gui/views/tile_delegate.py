@@ -33,12 +33,6 @@ class TileDelegate(QStyledItemDelegate):
         self._cache_max = 256
         self.renders = 0  # tiles rendered (not served from the cache): for tests and benchmarks
 
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def cache_size(self) -> int:
-        return len(self._cache)
-
     def tile_size(self, index: QModelIndex | QPersistentModelIndex) -> int:
         model = index.model()
         return model.tile_size() if hasattr(model, "tile_size") else DEFAULT_TILE

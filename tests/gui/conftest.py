@@ -89,7 +89,7 @@ def indexed_db(tmp_path_factory):
     """Build each shared data set's index once per session (decoding 2,000 JPEGs takes a while);
     tests get a copy in their own db dir, so the first open in a test is a fast reopen."""
     from allblast_gui.controllers.dataset import db_path_for
-    from engine.index import open_dataset
+    from engine.labels.project import open_dataset
 
     cache = tmp_path_factory.mktemp("indexed-db")
 

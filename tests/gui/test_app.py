@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QMessageBox
 
-from allblast_gui.actions import ACTIONS
+from allblast_gui.actions import ACTIONS, shortcut_text
 from allblast_gui.controllers.dataset import db_path_for
 from allblast_gui.dialogs.help_dialog import shortcut_rows
-from engine.store import UNSURE
+from engine.data.cells import UNSURE
 
 from .conftest import open_and_wait
 
@@ -259,12 +260,15 @@ def test_tile_size_and_settings_are_remembered(qtbot, make_window):
     assert again.model.tile_size() == size + 16
 
 
-def test_help_lists_the_window_shortcuts():
+def test_help_lists_exactly_the_shortcuts_the_window_binds(window):
     rows = shortcut_rows(["all", "hem"])
-    keys = {r[1] for r in rows}
+    listed = {r[1]: r[2] for r in rows}
     for spec in ACTIONS:
         if spec.shortcuts and spec.group != "Labeling":
-            assert any(spec.shortcuts[0].split("+")[-1] in k for k in keys), spec.name
+            assert shortcut_text(spec) in listed, spec.name  # e.g. "Ctrl+=, Ctrl++" as one row
+            bound = [k.toString() for k in window.actions[spec.name].shortcuts()]
+            assert bound == [QKeySequence(s).toString() for s in spec.shortcuts], spec.name
+    assert ("Labeling", "1", "all") in rows and ("Labeling", "2", "hem") in rows
     assert ("Labeling", "2", "hem") in rows
 
 
@@ -329,3 +333,16 @@ def test_an_opened_data_set_is_kept_out_of_the_cyclic_gc(qtbot, window, pbc_dir)
     assert gc.get_freeze_count() == 0
     open_and_wait(qtbot, window, pbc_dir)
     assert gc.get_freeze_count() > 2000  # at least one object per cell row
+
+
+def test_help_show_log_folder_opens_the_user_log_folder(window, monkeypatch, tmp_path):
+    from PySide6.QtGui import QDesktopServices
+
+    from engine.utils.logs import user_log_dir
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or True)
+    window.actions["log_folder"].trigger()
+    assert opened == [str(user_log_dir())] and user_log_dir().is_relative_to(tmp_path)
+    assert user_log_dir().is_dir()

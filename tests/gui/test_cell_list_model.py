@@ -11,9 +11,10 @@ from allblast_gui.models import cell_list_model as clm
 from allblast_gui.models.cell_list_model import (
     CELL_ROLE, CHANGED_ROLE, LABEL_ROLE, ORIGINAL_ROLE, PATH_ROLE, PATIENT_ROLE, PROBLEM_ROLE, CellListModel,
 )
-from allblast_gui.models.cell_rows import UNSURE, CellFilter, CellRow, rows_from_scan
+from allblast_gui.models.cell_rows import CellFilter, CellRow, rows_from_scan
+from engine.data.cells import UNSURE
 from allblast_gui.models.thumbnails import ThumbnailLoader
-from engine.cells import scan
+from engine.data.scan import scan
 
 
 @pytest.fixture
@@ -209,10 +210,13 @@ def test_thumbnail_ready_is_coalesced_into_one_update(qtbot, model, loader):
     loader.ready.emit("/elsewhere/x.png", loader.generation)  # not a row of ours: ignored
     loader.ready.emit(model.abspath(model.cell_at(7)), loader.generation - 1)  # stale: ignored
     assert spy == []  # nothing per image...
-    qtbot.waitUntil(lambda: bool(spy), timeout=2000)
-    qtbot.wait(3 * clm.UPDATE_INTERVAL_MS)
-    assert [s[:2] for s in spy] == [(3, 9)]  # ...one span per tick
+    with qtbot.waitSignal(model.scheduler.rowsReady, timeout=2000) as ready:
+        pass
+    assert ready.args == [3, 9]  # ...one span per tick
+    assert [s[:2] for s in spy] == [(3, 9)]
     assert Qt.ItemDataRole.DecorationRole in spy[0][2]
+    # Nothing is left to announce: no second update can follow.
+    assert not model.scheduler._ready_timer.isActive() and not model.scheduler._ready_rows
 
 
 def test_thumbnail_requests_are_deferred_to_visible_rows(qtbot, model, loader, tmp_path):
@@ -241,10 +245,10 @@ def test_queued_requests_scrolled_away_are_cancelled(qtbot, model, loader, tmp_p
     model.set_visible_range_provider(lambda: span[0])
     for r in range(6):
         model.index(r).data(Qt.ItemDataRole.DecorationRole)
-    model._flush_requests()
+    model.scheduler.flush_requests()
     span[0] = (30, 35)
-    model._flush_requests()  # rows 0-5 left the screen: whatever is still queued is dropped
-    assert loader.pending_count() == 0 and model._requested == {}
+    model.scheduler.flush_requests()  # rows 0-5 left the screen: whatever is still queued is dropped
+    assert loader.pending_count() == 0 and model.scheduler.requested() == {}
 
 
 def test_tooltip_follows_label_changes(model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from PySide6.QtCore import QCoreApplication
 from PySide6.QtGui import QImage, QPixmap
 
 from allblast_gui.models.thumbnails import ThumbnailLoader, cache_key
@@ -98,6 +99,13 @@ def test_corrupt_file_reports_reason(qtbot, make_loader, tmp_path, content, reas
     assert not list((tmp_path / "thumbs").glob("*.png"))
 
 
+def deliver_everything(loader):
+    """Wait until no decoding thread runs, then deliver every result they posted: after this, no
+    further signal can come (a negative check needs no sleep)."""
+    assert loader.pool().waitForDone(10_000)
+    QCoreApplication.sendPostedEvents()
+
+
 def test_missing_file_reports_reason(qtbot, make_loader, tmp_path):
     loader = make_loader()
     path = str(tmp_path / "gone.bmp")
@@ -114,7 +122,7 @@ def test_duplicate_requests_are_coalesced(qtbot, make_loader, pbc_jpgs):
         loader.request(pbc_jpgs[1], 64)
     assert loader.pending_count() == 1
     qtbot.waitUntil(lambda: loader.cached(pbc_jpgs[1], 64) is not None, timeout=10_000)
-    qtbot.wait(50)
+    deliver_everything(loader)
     assert seen == [pbc_jpgs[1]]
 
 
@@ -142,7 +150,7 @@ def test_reset_drops_stale_results(qtbot, make_loader, pbc_jpgs):
     image = QImage(8, 8, QImage.Format.Format_RGB888)
     with qtbot.assertNotEmitted(loader.ready):
         loader._finished.emit(pbc_jpgs[2], 64, "0", old, image, "")
-        qtbot.wait(50)
+        deliver_everything(loader)
     assert loader.cached(pbc_jpgs[2], 64) is None
     # The real race: requests in flight, then reset; nothing of theirs shows up afterwards.
     for p in pbc_jpgs:
@@ -151,8 +159,7 @@ def test_reset_drops_stale_results(qtbot, make_loader, pbc_jpgs):
     assert loader.pending_count() == 0
     seen = []
     loader.ready.connect(lambda p, g: seen.append(p))
-    loader.pool().waitForDone(10_000)
-    qtbot.wait(100)  # deliver any queued results
+    deliver_everything(loader)
     assert seen == [] and all(loader.cached(p, 40) is None for p in pbc_jpgs)
     # ...and the same files load normally when asked for again.
     assert load(qtbot, loader, pbc_jpgs[0], 40) is not None

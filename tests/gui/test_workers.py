@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from allblast_gui.workers import GeneratorWorker, TaskRunner
-from engine.events import AskContinue, Continue, Halt
+from engine.learn.events import AskContinue, Continue, Halt
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_function_result_and_progress_arrive_on_the_gui_thread(qtbot, runner):
     assert all(t == gui for _, t in seen)
 
 
-def test_errors_cross_threads_as_signals(qtbot, runner):
+def test_errors_cross_threads_as_signals_and_their_traceback_is_logged(qtbot, runner, caplog):
     def boom():
         raise ValueError("bad folder")
 
@@ -44,7 +44,38 @@ def test_errors_cross_threads_as_signals(qtbot, runner):
     with qtbot.waitSignal(worker.error, timeout=5000) as blocker:
         pass
     assert isinstance(blocker.args[0], ValueError) and "bad folder" in str(blocker.args[0])
-    assert "boom" in blocker.args[0].__traceback_text__
+    logged = [r for r in caplog.records if r.name == "allblast_gui.workers" and r.exc_info]
+    assert logged and "boom" in logged[0].getMessage()
+    assert "raise ValueError" in caplog.text  # the traceback itself
+
+
+def test_engine_warnings_arrive_as_a_signal_of_the_worker_that_raised_them(qtbot, runner, caplog):
+    from engine.utils.logs import warn
+
+    def work():
+        warn("class hem has only 1 patient")
+        return 1
+
+    worker = runner.run(work)
+    warned = []
+    worker.warned.connect(warned.append)
+    with qtbot.waitSignals([worker.warned, worker.result], order="strict", timeout=5000):
+        pass
+    assert warned == ["class hem has only 1 patient"]
+    assert "class hem has only 1 patient" in caplog.text  # and the log keeps it too
+
+
+def test_collect_warnings_on_the_gui_thread():
+    from allblast_gui.workers import collect_warnings
+    from engine.utils.logs import warn
+
+    with collect_warnings() as texts:
+        warn("first")
+        warn("first")  # said twice, shown twice: not swallowed by Python's once-per-place rule
+    assert texts == ["first", "first"]
+    with collect_warnings() as later:
+        pass
+    assert later == []
 
 
 def test_a_newer_submission_makes_the_older_stale(qtbot, runner):

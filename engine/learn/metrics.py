@@ -20,6 +20,8 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from ..utils.natsort import natural_key
+
 
 def _check(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> None:
     if len(y_true) != len(y_pred):
@@ -94,7 +96,7 @@ def per_patient(patients: Sequence[str | None], y_true: Sequence[str | None], y_
     for i, p in enumerate(patients):
         groups.setdefault(p if p is not None else "(none)", []).append(i)
     rows = []
-    for patient, idx in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
+    for patient, idx in sorted(groups.items(), key=lambda kv: natural_key(kv[0])):
         true = Counter(y_true[i] for i in idx if y_true[i] is not None)
         pred = Counter(y_pred[i] for i in idx)
         labelled = [i for i in idx if y_true[i] is not None]
@@ -109,7 +111,24 @@ def per_patient(patients: Sequence[str | None], y_true: Sequence[str | None], y_
     return rows
 
 
-def _natural(s: str) -> tuple:
-    import re
+def score_predictions(paths: Sequence[str], patients: Sequence[str | None], predicted: Sequence[str],
+                      probs: np.ndarray, truth: dict[str, str | None], classes: Sequence[str]) -> dict:
+    """Metrics of predictions against known labels (`truth`: path -> label), in one pass.
 
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", s) if t)
+    Cells whose label is not one of the model's classes are not scored: `skipped` counts the
+    unlabeled ones and names the other labels met (unsure, classes the model does not know).
+    Raises ValueError when no cell can be scored.
+    """
+    classes = list(classes)
+    wanted = set(classes)
+    keep = [i for i, p in enumerate(paths) if truth.get(p) in wanted]
+    if not keep:
+        raise ValueError(f"no cells carry one of the model's classes {classes}")
+    y_true = [truth[paths[i]] for i in keep]
+    y_pred = [predicted[i] for i in keep]
+    report = classification_metrics(y_true, y_pred, classes, probs=np.asarray(probs)[keep])
+    report["per_patient"] = per_patient([patients[i] for i in keep], y_true, y_pred, classes)
+    labels = [truth.get(p) for p in paths]
+    report["skipped"] = {"unlabeled": sum(1 for t in labels if t is None),
+                         "unknown_classes": sorted({t for t in labels if t is not None and t not in wanted})}
+    return report

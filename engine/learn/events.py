@@ -1,37 +1,15 @@
-"""Typed events that long engine jobs yield, the cancel token, and the continue decision.
+"""Typed events that training and prediction yield, and the continue decision.
 
 Training and prediction are generators: `fit(...)` yields these frozen dataclasses and a driver
 (the CLI's loop, or the GUI's worker thread) reacts to them. When `fit` yields `AskContinue` the
 driver answers with `generator.send(Continue(n))` or `generator.send(Halt())`; a plain `next()`
-(sending None) counts as Halt, so an unattended driver can never train forever.
+(sending None) counts as Halt, so an unattended driver can never train forever. Cancellation is
+`engine.utils.jobs.CancelToken`; warnings for the user are `engine.utils.logs.warn`, not events.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
-
-
-class Cancelled(Exception):
-    """Raised inside an engine job when its CancelToken was triggered."""
-
-
-class CancelToken:
-    """Cooperative cancellation: the job checks it every batch and cleans up itself."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        if self._event.is_set():
-            raise Cancelled()
 
 
 # ---- decisions sent into a training generator ------------------------------------------------
@@ -51,10 +29,9 @@ Decision = Continue | Halt
 # ---- events ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Something the user should read: level is 'info' or 'warning'."""
+    """Progress worth a line in the log: an LR halving, early stopping, a checkpoint written."""
 
     text: str
-    level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import time
 from collections.abc import Generator, Sequence
@@ -16,11 +17,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .cells import Cell, Problem
-from .data import CellDataset, make_loader, to_model_input
-from .events import CancelToken, PredictProgress
-from .fsutil import atomic_write_text
-from .imaging import ImageReadError
+from ..data.cells import Cell, Problem
+from ..data.dataset import CellDataset, make_loader, to_model_input
+from ..data.imaging import ImageReadError
+from ..utils.files import atomic_write_text
+from ..utils.jobs import CancelToken, drain
+from .events import PredictProgress
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Predictions:
 
     @property
     def predicted(self) -> list[str]:
+        """The top class of each row (a new list per call: index it once, not in a loop)."""
         return [self.classes[i] for i in self.probs.argmax(1)] if len(self.probs) else []
 
     @property
@@ -135,23 +141,15 @@ def predict_iter(
     finally:
         model.train(was_training)
     keep = np.flatnonzero(ok)
+    log.info("predicted %d cells in %.1f s (%d unreadable, tta %s, %s)", len(keep), time.perf_counter() - start,
+             len(problems), tta, device)
     return Predictions([paths[i] for i in keep], [patients[i] for i in keep], tuple(spec.classes),
                        probs[keep], problems)
 
 
 def predict(model, spec, root, cells, **kwargs) -> Predictions:
-    """Drain predict_iter and return its Predictions."""
-    gen = predict_iter(model, spec, root, cells, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    """predict_iter without a driver: just the Predictions."""
+    return drain(predict_iter(model, spec, root, cells, **kwargs))
 
 
-def top_uncertain(preds: Predictions, n: int = 50) -> list[int]:
-    """Indices of the n least certain predictions (smallest margin) — for review queues."""
-    return [int(i) for i in np.argsort(preds.margin, kind="stable")[:n]] if len(preds) else []
-
-
-__all__ = ["Predictions", "predict_iter", "predict", "tta_views", "top_uncertain"]
+__all__ = ["Predictions", "predict_iter", "predict", "tta_views"]

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .cells import Cell, ScanResult, scan as scan_folder
+from .cells import Cell, ScanResult, trainable
+from .scan import scan as scan_folder
 
 PROTOCOLS = ("patient", "image", "folds", "predefined")
-UNSURE = "unsure"
 # (val_fraction, test_fraction) when the caller passes None.
 _DEFAULT_FRACTIONS = {"patient": (0.15, 0.15), "image": (0.05, 0.05)}
 
@@ -81,11 +81,6 @@ LEAKY_NOTE = (
 )
 
 
-def usable(cells: Sequence[Cell]) -> list[Cell]:
-    """Cells that can be trained or scored on: labelled, and not marked unsure."""
-    return [c for c in cells if c.label is not None and c.label != UNSURE]
-
-
 def make_split(
     scan: ScanResult,
     protocol: str = "patient",
@@ -100,7 +95,7 @@ def make_split(
     trainable, e.g. those defined in the label store; any without training images is an error."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown split protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
-    cells = usable(scan.cells)
+    cells = trainable(scan.cells)
     if not cells:
         raise ValueError(f"no labelled images in {scan.root}: label some cells (or give a labels CSV)")
     vf, tf = _DEFAULT_FRACTIONS.get(protocol, (0.15, 0.15))
@@ -131,7 +126,7 @@ def make_split(
             raise ValueError("the predefined split needs a validation folder or CSV (val_scan)")
         val_scan = as_scan(val_scan)
         val_root = str(val_scan.root)
-        val_cells = usable(val_scan.cells)
+        val_cells = trainable(val_scan.cells)
         if not val_cells:
             raise ValueError(f"no labelled images in the validation data {val_scan.root}")
         # A val folder inside the data root would otherwise be trained on as well.

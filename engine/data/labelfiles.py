@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from .patients import cnmc_patient
 
 CNMC_COLUMNS = ("Patient_ID", "new_names", "labels")
-CNMC_CLASSES = {"1": "all", "0": "hem"}
+CNMC_CLASSES = {"1": "all", "0": "hem"}  # the C-NMC labels code -> class
+CNMC_CODES = {label: code for code, label in CNMC_CLASSES.items()}
 _PATH_COLUMNS = ("path", "file", "filename", "image", "name")
 _MAX_SEARCH_DEPTH = 3
 

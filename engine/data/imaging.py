@@ -131,9 +131,3 @@ def _looks_truncated(data: bytes, img: np.ndarray) -> bool:
     if kind == "JPEG":
         return b"\xff\xd9" not in data[-1024:]
     return False
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of a readable image."""
-    img = read_rgb(path)
-    return img.shape[1], img.shape[0]

@@ -1,19 +1,24 @@
 """Opening a data set: scan it (reusing the cached index) and bring the label store up to date.
 
 The `files` table of the label database remembers what decoding each file told us (`FileCheck`).
-Reopening passes it to `engine.cells.scan(known=...)`, so files whose size and mtime are unchanged
-are not decoded again: reopening 15,000 cells costs a directory walk, not 15,000 decodes.
+Reopening passes it to `engine.data.scan.scan(known=...)`, so files whose size and mtime are
+unchanged are not decoded again: reopening 15,000 cells costs a directory walk, not 15,000 decodes.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cells import FileCheck, ScanResult, scan
+from ..data.cells import FileCheck, ScanResult
+from ..data.scan import scan
+from .db import BESIDE_DIR, DB_NAME, find_db, user_db_path
 from .store import LabelStore, StoreError
 
+log = logging.getLogger(__name__)
 _FILE_COLUMNS = "path, size, mtime_ns, digest, problem, width, height"
 
 
@@ -81,6 +86,7 @@ def open_dataset(
     open is used again (if it still exists). Raises `StoreError` when the database is unusable,
     `NotADirectoryError` / `LabelFileError` for a bad folder or labels file.
     """
+    started = time.perf_counter()
     store = LabelStore.open(root, db_path=db_path)
     try:
         labels_file = _labels_file(store, labels)
@@ -96,6 +102,9 @@ def open_dataset(
     removed = sorted(p for p in known if p not in new)
     changed = [p for p in new if p in known
                and (known[p].digest, known[p].problem) != (new[p].digest, new[p].problem)]
+    log.info("opened %s in %.2f s: %d cells, %d problems, %d added, %d removed, %d changed (labels: %s)",
+             store.data_root, time.perf_counter() - started, len(result.cells), len(result.problems),
+             len(added), len(removed), len(changed), store.db_path)
     return Project(store.data_root, result, store, added, removed, changed, first_open=not known,
                    labels_file=labels_file)
 
@@ -108,12 +117,11 @@ def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None 
     """
     from dataclasses import replace
 
-    from .storedb import locate_db
-
-    db = Path(db_path).expanduser() if db_path else locate_db(result.root)[0]
-    if not db.is_file():
-        raise StoreError(f"no expert labels for {result.root} yet (looked for {db}): label cells in allblast or "
-                         "with `allblast-engine labels`, or leave out --expert-labels")
+    db = Path(db_path).expanduser() if db_path else find_db(result.root)
+    if db is None or not db.is_file():
+        where = db or f"{result.root / BESIDE_DIR / DB_NAME} and {user_db_path(result.root)}"
+        raise StoreError(f"no expert labels for {result.root} yet (looked for {where}): label cells in "
+                         "allblast or with `allblast-engine labels`, or leave out --expert-labels")
     with LabelStore.open(result.root, db_path=db) as store:
         states = store.states()
     cells, changed = [], 0

@@ -1,4 +1,4 @@
-"""The `Cell` record and the scan of a folder of cell images.
+"""The scan of a folder of cell images.
 
 A scan walks any folder tree, decides each image's label (class folder, C-NMC labels CSV, generic
 CSV, or none) and patient id, checks that every file decodes, and reports bad input instead of
@@ -8,120 +8,22 @@ index makes reopening a large folder fast.
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cells import Cell, FileCheck, Problem, ScanResult
 from .imaging import ImageReadError, is_image_name, read_rgb_checked
 from .labelfiles import LabelFile, find_cnmc_label_files, read_label_file
 from .patients import cnmc_class, compile_patient_regex, fold_of, patient_for
 
+log = logging.getLogger(__name__)
+
 # Folders the scan never enters: our own store, hidden folders, OS clutter.
 _SKIP_DIRS = re.compile(r"^(\..*|__MACOSX|\$RECYCLE\.BIN|System Volume Information)$")
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """One single-cell image. `path` is relative to the data root, with `/` separators."""
-
-    path: str
-    label: str | None  # original label from the data set; None = unlabeled
-    patient: str | None  # subject / slide id; None when the layout does not say
-    label_source: str = "none"  # folder | cnmc-csv | csv | none
-    fold: str | None = None
-    size: int = 0
-    mtime_ns: int = 0
-    width: int = 0
-    height: int = 0
-
-    @property
-    def group(self) -> str:
-        """What a split must keep together: the patient, or the image itself when unknown."""
-        return self.patient if self.patient is not None else f"image:{self.path}"
-
-    @property
-    def name(self) -> str:
-        return self.path.rpartition("/")[2]
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileCheck:
-    """What decoding a file once told us; reused while size and mtime are unchanged."""
-
-    size: int
-    mtime_ns: int
-    digest: str | None
-    problem: str | None
-    width: int = 0
-    height: int = 0
-
-
-@dataclass
-class ScanResult:
-    root: Path
-    cells: list[Cell]
-    problems: list[Problem] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # label-file rows whose image is absent
-    checks: dict[str, FileCheck] = field(default_factory=dict)
-    label_files: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted({c.label for c in self.cells if c.label is not None})
-
-    def class_counts(self) -> dict[str, int]:
-        counts = Counter(c.label for c in self.cells if c.label is not None)
-        return {k: counts[k] for k in sorted(counts)}
-
-    @property
-    def patients(self) -> list[str]:
-        return sorted({c.patient for c in self.cells if c.patient is not None}, key=_natural)
-
-    @property
-    def by_patient(self) -> bool:
-        """True when every labelled cell has a patient id, so splits can keep patients apart."""
-        return bool(self.cells) and all(c.patient is not None for c in self.cells)
-
-    @property
-    def unlabeled(self) -> int:
-        return sum(1 for c in self.cells if c.label is None)
-
-    def patient_class_counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, Counter] = {}
-        for c in self.cells:
-            out.setdefault(c.patient or "(none)", Counter())[c.label or "(unlabeled)"] += 1
-        return {p: dict(sorted(v.items())) for p, v in sorted(out.items(), key=lambda kv: _natural(kv[0]))}
-
-    def to_json(self) -> dict:
-        return {
-            "root": str(self.root),
-            "cells": len(self.cells),
-            "classes": self.class_counts(),
-            "unlabeled": self.unlabeled,
-            "patients": self.patients,
-            "by_patient": self.by_patient,
-            "per_patient": self.patient_class_counts(),
-            "folds": dict(sorted(Counter(c.fold for c in self.cells if c.fold).items())),
-            "label_files": self.label_files,
-            "problems": [asdict(p) for p in self.problems],
-            "missing": self.missing,
-            "notes": self.notes,
-        }
-
-
-def _natural(s: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s))
 
 
 def walk_images(root: Path) -> list[tuple[str, int, int]]:
@@ -172,6 +74,7 @@ def _check_file(root: Path, rel: str, size: int, mtime_ns: int) -> FileCheck:
     except ImageReadError as exc:
         return FileCheck(size, mtime_ns, None, str(exc))
     except Exception as exc:  # a decoder bug must not end the scan of 15,000 files
+        log.exception("decoding %s failed unexpectedly", rel)
         return FileCheck(size, mtime_ns, None, f"could not be decoded: {exc}")
     return FileCheck(size, mtime_ns, digest, None, img.shape[1], img.shape[0])
 

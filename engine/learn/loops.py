@@ -1,21 +1,23 @@
 """One pass over a loader: `train_one_epoch` and `validate`, plus the LR plateau schedule.
 
 Free functions with an explicit device and autocast, like timm's: each is a generator that yields
-throttled `BatchProgress` events and returns a metric dict, so `fit` (in `training.py`) and
-benchmarks can drive them alike; `drain` runs one without a driver.
+throttled `BatchProgress` events and returns a metric dict, so `fit` and benchmarks can drive
+them alike (`engine.utils.jobs.drain` runs one without a driver).
 """
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Generator
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .events import BatchProgress, CancelToken
+from ..data.dataset import to_model_input
+from ..utils.jobs import CancelToken
+from .device import autocast
+from .events import BatchProgress
 
 PROGRESS_INTERVAL_S = 0.25  # BatchProgress at most ~4 per second: drivers redraw, never flood
 
@@ -60,17 +62,6 @@ class Plateau:
         self.best, self.bad_epochs, self.stalls = d["best"], int(d["bad_epochs"]), int(d["stalls"])
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 where the GPU has it (no scaler needed), else fp16 with a GradScaler; CPU: fp32."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 def class_weights(targets, n_classes: int) -> torch.Tensor:
     """Inverse class frequency, scaled so a balanced set gets weight 1 (C-NMC is 2:1 all:hem)."""
     counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=n_classes).astype(np.float64)
@@ -81,8 +72,6 @@ def class_weights(targets, n_classes: int) -> torch.Tensor:
 def device_batches(loader, spec, device, channels_last: bool, cancel: CancelToken | None):
     """(1-based batch number, normalised input, targets) on the device; the cancel token is
     checked before every batch, so a cancel costs at most the batch in progress."""
-    from .data import to_model_input
-
     for i, (x, y, _) in enumerate(loader, 1):
         if cancel is not None:
             cancel.raise_if_cancelled()
@@ -101,7 +90,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: i
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, t0, last_report = 0, time.perf_counter(), 0.0
     for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -144,7 +133,7 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
     t0 = last_report = time.perf_counter()
     with torch.inference_mode():
         for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
-            with _autocast(device, autocast_dtype):
+            with autocast(device, autocast_dtype):
                 logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             ys.append(y.cpu())
@@ -169,12 +158,3 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
     if outputs:
         out.update(y_true=y_true, y_pred=y_pred, probs=p)
     return out
-
-
-def drain(gen: Generator):
-    """Run an epoch generator to the end without a driver; return its metric dict."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value

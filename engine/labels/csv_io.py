@@ -1,25 +1,36 @@
-"""Label CSVs in and out of the label store.
+"""Label CSVs in and out of the label store (the store itself knows nothing of CSV files).
 
 Import reads a generic `path,label[,patient]` or C-NMC `Patient_ID,new_names,labels` file with
-`engine.labelfiles` (the same rules as the scan) and applies it as one undoable action. Export
-writes the current labels (generic or C-NMC form) or the full change log, atomically.
+`engine.data.labelfiles` (the same rules as the scan) and applies it as one undoable action.
+Export writes the current labels (generic or C-NMC form) or the full change log, atomically;
+what it leaves out is said with `engine.utils.logs.warn`.
 """
 from __future__ import annotations
 
 import csv
 import io
-import warnings
+import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .fsutil import atomic_write_text
-from .labelfiles import read_label_file
-from .store import UNSURE, ImportReport, LabelStore, normalise_label
+from ..data.cells import UNSURE
+from ..data.labelfiles import CNMC_CODES, CNMC_COLUMNS, read_label_file
+from ..utils.files import atomic_write_text
+from ..utils.logs import warn
+from .store import LabelStore, normalise_label
 
+log = logging.getLogger(__name__)
 GENERIC_COLUMNS = ("path", "patient", "original", "label", "annotator", "changed_at")
 HISTORY_COLUMNS = ("path", "old", "new", "annotator", "changed_at", "source", "action_id")
-CNMC_COLUMNS = ("Patient_ID", "new_names", "labels")
-CNMC_CODES = {"all": "1", "hem": "0"}
+
+
+@dataclass
+class ImportReport:
+    applied: int  # cells whose label the import changed
+    unchanged: int  # rows whose cell already had that label
+    missing: list[str]  # rows naming images that are not in the data set
+    problems: list[tuple[str, str]]  # (row path, reason) for rows that could not be used
 
 
 def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
@@ -51,6 +62,8 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
         _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import")
         report.applied = len(changed)
         report.unchanged = len(updates) - len(changed)
+    log.info("imported %s by %s: %d applied, %d unchanged, %d missing, %d problems", csv_path, annotator,
+             report.applied, report.unchanged, len(report.missing), len(report.problems))
     return report
 
 
@@ -66,12 +79,8 @@ def _csv_text(header: tuple[str, ...], rows) -> tuple[str, int]:
 
 
 def export_csv(store: LabelStore, out_path, *, format: str = "generic", history: bool = False) -> int:
-    """Write labels (or, with `history`, the change log) to `out_path` atomically; returns rows written.
-
-    Warnings (C-NMC rows skipped, duplicate file names) go to `store.last_warnings` and
-    `warnings.warn`.
-    """
-    store.last_warnings = []
+    """Write labels (or, with `history`, the change log) to `out_path` atomically; returns rows
+    written. What the C-NMC form cannot hold (other classes, unsure, duplicate names) is warned."""
     if history:
         changes = store.all_changes()
         text, n = _csv_text(HISTORY_COLUMNS, (
@@ -89,8 +98,7 @@ def export_csv(store: LabelStore, out_path, *, format: str = "generic", history:
     else:
         raise ValueError(f"unknown export format {format!r}; expected 'generic' or 'cnmc'")
     atomic_write_text(out_path, text)
-    for message in store.last_warnings:
-        warnings.warn(message, UserWarning, stacklevel=3)
+    log.info("exported %d rows (%s%s) to %s", n, format, ", history" if history else "", out_path)
     return n
 
 
@@ -106,14 +114,10 @@ def _cnmc_text(store: LabelStore) -> tuple[str, int]:
             kept.append((PurePosixPath(path).name, code))
     if skipped:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        store.last_warnings.append(
-            f"C-NMC export holds only 'all' (1) and 'hem' (0): skipped {sum(skipped.values())} cells ({detail})"
-        )
+        warn(f"C-NMC export holds only 'all' (1) and 'hem' (0): skipped {sum(skipped.values())} cells ({detail})")
     names = Counter(name for name, _ in kept)
     dupes = sorted(name for name, n in names.items() if n > 1)
     if dupes:
-        store.last_warnings.append(
-            f"{len(dupes)} file names occur in more than one folder (e.g. {dupes[0]}); the C-NMC form names "
-            "files only, so those rows are ambiguous - use the generic export to keep folders"
-        )
+        warn(f"{len(dupes)} file names occur in more than one folder (e.g. {dupes[0]}); the C-NMC form names "
+             "files only, so those rows are ambiguous - use the generic export to keep folders")
     return _csv_text(CNMC_COLUMNS, ((name, name, code) for name, code in kept))

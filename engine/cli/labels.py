@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import UserError, add_scan_args, open_project
 
-def add_label_commands(sub, add_scan_args) -> None:
+
+def add_label_commands(sub) -> None:
     p = sub.add_parser("labels", help="set, import and export expert labels (the same store the app uses)",
                        description="Expert labels live in a SQLite store beside the data set "
                        "(DIR/.allblast/project.sqlite) or, when DIR is read-only, in your user data folder. "
@@ -42,34 +44,15 @@ def add_label_commands(sub, add_scan_args) -> None:
     s.set_defaults(func=cmd_export)
 
 
-def _open(args: argparse.Namespace):
-    from tqdm import tqdm
-
-    from .index import open_dataset
-
-    bar = tqdm(total=0, unit="img", desc="index", disable=args.quiet, leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total, bar.n = total, done
-        bar.refresh()
-
-    try:
-        return open_dataset(args.dir, args.labels, patient_regex=args.patient_regex, progress=progress)
-    finally:
-        bar.close()
-
-
 def _annotator(args: argparse.Namespace) -> str:
-    from .store import default_annotator
+    from ..labels.store import default_annotator
 
     return args.annotator or default_annotator()
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from .cli import UserError
-
     label = None if args.label.lower() in ("none", "") else args.label
-    project = _open(args)
+    project = open_project(args)
     try:
         rel = Path(args.path).as_posix().removeprefix("./")
         if rel not in project.store.states():
@@ -82,9 +65,11 @@ def cmd_set(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    project = _open(args)
+    from ..labels.csv_io import import_csv
+
+    project = open_project(args)
     try:
-        report = project.store.import_csv(args.csv, annotator=_annotator(args))
+        report = import_csv(project.store, args.csv, annotator=_annotator(args))
     finally:
         project.store.close()
     print(f"applied {report.applied}, unchanged {report.unchanged}, missing images {len(report.missing)}, "
@@ -95,12 +80,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .fsutil import check_writable_dir
+    from ..labels.csv_io import export_csv
+    from ..utils.files import check_writable_dir
 
     check_writable_dir(Path(args.out).expanduser().resolve().parent)
-    project = _open(args)
+    project = open_project(args)
     try:
-        n = project.store.export_csv(args.out, format=args.format, history=args.history)
+        n = export_csv(project.store, args.out, format=args.format, history=args.history)
     finally:
         project.store.close()
     print(f"wrote {n} rows to {args.out}")

@@ -1,6 +1,6 @@
 """The label database file: where it lives, how it is opened, its schema, and its errors.
 
-`engine.store` holds the label logic; this module only knows SQLite. The schema is versioned with
+`engine.labels.store` holds the label logic; this module only knows SQLite. The schema is versioned with
 `PRAGMA user_version`; a file written by a newer allblast is refused rather than damaged.
 """
 from __future__ import annotations
@@ -86,8 +86,8 @@ def user_data_root() -> Path:
 
 
 def dir_writable(folder: Path) -> bool:
-    """True when `folder` can be created and a file written in it: tried, not guessed from modes
-    (root ignores permission bits; read-only mounts and ACLs do not show in them)."""
+    """True when a file can be written in `folder` (created if missing): tried, not guessed from
+    modes (root ignores permission bits; read-only mounts and ACLs do not show in them)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}-{threading.get_ident()}"
@@ -99,13 +99,41 @@ def dir_writable(folder: Path) -> bool:
         return False
 
 
+def db_key(data_root: Path) -> str:
+    """The data root's name for its database outside the data folder (stable per absolute path)."""
+    return hashlib.sha256(str(data_root).encode("utf-8")).hexdigest()[:16]
+
+
+def db_path_in(folder: Path, data_root: Path) -> Path:
+    """The database of `data_root` inside a folder of databases (the user data folder, --db-dir).
+
+    Windows before 0.2 named their --db-dir files `<name>-<12 hex>.sqlite`; such a file is still
+    used, so upgrading never hides labels already made.
+    """
+    path = Path(folder) / db_key(data_root) / DB_NAME
+    legacy = Path(folder) / f"{data_root.name or 'data'}-{db_key(data_root)[:12]}.sqlite"
+    return legacy if not path.exists() and legacy.is_file() else path
+
+
+def user_db_path(data_root: Path) -> Path:
+    return db_path_in(user_data_root() / "projects", data_root)
+
+
 def locate_db(data_root: Path) -> tuple[Path, str]:
     """Where the label database of `data_root` lives: (path, "beside" | "user-data")."""
     beside = data_root / BESIDE_DIR / DB_NAME
     if dir_writable(beside.parent):
         return beside, "beside"
-    key = hashlib.sha256(str(data_root).encode("utf-8")).hexdigest()[:16]
-    return user_data_root() / "projects" / key / DB_NAME, "user-data"
+    return user_db_path(data_root), "user-data"
+
+
+def find_db(data_root: Path) -> Path | None:
+    """The existing label database of `data_root`, or None; creates nothing (a lookup must never
+    leave a `.allblast/` folder behind in a data folder)."""
+    for path in (data_root / BESIDE_DIR / DB_NAME, user_db_path(data_root)):
+        if path.is_file():
+            return path
+    return None
 
 
 def translate_error(exc: sqlite3.Error, db_path: Path, timeout: float) -> StoreError:

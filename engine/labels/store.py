@@ -16,22 +16,24 @@ never touched), or, when the data folder cannot be written, under the user data 
 from __future__ import annotations
 
 import getpass
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .storedb import SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc
+from ..data.cells import UNSURE
+from .db import SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc
 
 if TYPE_CHECKING:
-    from .cells import Cell
+    from ..data.cells import Cell
 
-UNSURE = "unsure"
+log = logging.getLogger(__name__)
 SOURCES = ("keyboard", "batch", "csv-import", "undo", "redo", "cli")
 
 __all__ = [
-    "UNSURE", "LabelState", "Change", "ImportReport", "StoreError", "LabelStore",
+    "UNSURE", "LabelState", "Change", "StoreError", "LabelStore",
     "default_annotator", "SCHEMA_VERSION",
 ]
 
@@ -47,14 +49,6 @@ class LabelState:
     @property
     def changed(self) -> bool:
         return self.current != self.original
-
-
-@dataclass
-class ImportReport:
-    applied: int  # cells whose label the import changed
-    unchanged: int  # rows whose cell already had that label
-    missing: list[str]  # rows naming images that are not in the data set
-    problems: list[tuple[str, str]]  # (row path, reason) for rows that could not be used
 
 
 @dataclass(frozen=True)
@@ -73,6 +67,7 @@ def default_annotator() -> str:
     try:
         return getpass.getuser() or "unknown"
     except Exception:  # no user name in the environment (containers, some Windows services)
+        log.debug("no user name from the environment", exc_info=True)
         return "unknown"
 
 
@@ -121,7 +116,6 @@ class LabelStore(Database):
         self.data_root = data_root
         self.location = location  # "beside" | "user-data" | "custom" (db_path given)
         self.notes = notes  # e.g. WAL not available on this file system
-        self.last_warnings: list[str] = []  # warnings of the latest export_csv
 
     @classmethod
     def open(cls, data_root, *, db_path=None, timeout: float = 5.0) -> "LabelStore":
@@ -140,6 +134,7 @@ class LabelStore(Database):
                 "make it writable or choose another database location"
             ) from exc
         conn, notes = connect(db, root, timeout)
+        log.debug("label store %s opened (%s) for %s", db, location, root)
         return cls(root, db, location, conn, timeout, notes)
 
     # ----------------------------------------------------------------- cells
@@ -308,15 +303,3 @@ class LabelStore(Database):
             "SELECT id, action_id, path, old, new, annotator, changed_at, source FROM changes ORDER BY id"
         )
         return [Change(*r) for r in rows]
-
-    # ----------------------------------------------------------------- CSV
-    def import_csv(self, csv_path, *, annotator: str) -> ImportReport:
-        from .labels_io import import_csv
-
-        return import_csv(self, csv_path, annotator=annotator)
-
-    def export_csv(self, out_path, *, format: str = "generic", history: bool = False) -> int:
-        from .labels_io import export_csv
-
-        return export_csv(self, out_path, format=format, history=history)
-

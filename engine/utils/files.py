@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -76,3 +77,11 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
             f"cannot write to {path} ({exc.strerror or exc}); choose a folder you can write to"
         ) from exc
     return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,90 @@
+"""What every `allblast-engine` command shares: user errors, scanning with a progress bar, the
+scan summary, opening a data set's label store, and writing JSON next to the user's files."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.cells import ScanResult
+from ..data.scan import scan
+from ..utils.files import atomic_write_json, check_writable_dir
+
+log = logging.getLogger(__name__)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, without a traceback."""
+
+
+def add_scan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--labels", metavar="CSV", help="labels CSV: C-NMC (Patient_ID,new_names,labels) "
+                   "or generic (path,label[,patient]); C-NMC label files inside DIR are found by themselves")
+    p.add_argument("--patient-regex", metavar="RE", help="regex on the relative path whose group "
+                   "'patient' (or group 1) is the patient id, for data sets not named like C-NMC")
+
+
+def _progress_bar(desc: str, quiet: bool):
+    bar = tqdm(total=0, unit="img", desc=desc, disable=quiet, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    return bar, progress
+
+
+def scan_with_progress(root: str | Path, labels: str | None = None, patient_regex: str | None = None,
+                       quiet: bool = False) -> ScanResult:
+    bar, progress = _progress_bar(f"scan {Path(root).name}", quiet)
+    try:
+        return scan(root, labels, patient_regex=patient_regex, progress=progress)
+    finally:
+        bar.close()
+
+
+def open_project(args: argparse.Namespace):
+    """The data set DIR with its label store (engine.labels.project.Project); close it after use."""
+    from ..labels.project import open_dataset
+
+    bar, progress = _progress_bar("index", args.quiet)
+    try:
+        return open_dataset(args.dir, args.labels, patient_regex=args.patient_regex, progress=progress)
+    finally:
+        bar.close()
+
+
+def with_expert_labels(data: ScanResult, args: argparse.Namespace) -> ScanResult:
+    """Swap in the expert's labels from the label store when `--expert-labels` asks for them."""
+    if not getattr(args, "expert_labels", False):
+        return data
+    from ..labels.project import with_expert_labels as swap
+
+    data, changed = swap(data)
+    tqdm.write(f"expert labels: {changed} of {len(data.cells)} cells differ from the data set's labels")
+    return data
+
+
+def summarise_scan(result: ScanResult) -> str:
+    lines = [f"{result.root}: {len(result.cells)} cells"]
+    for cls, n in result.class_counts().items():
+        lines.append(f"  {cls:>14}: {n}")
+    if result.unlabeled:
+        lines.append(f"  {'unlabeled':>14}: {result.unlabeled}")
+    lines.append(f"  patients: {len(result.patients)}" + ("" if result.by_patient else " (not every cell has one)"))
+    if result.problems:
+        lines.append(f"  problems: {len(result.problems)} file(s) skipped or flagged:")
+        lines += [f"    {p.path}: {p.reason}" for p in result.problems[:20]]
+        if len(result.problems) > 20:
+            lines.append(f"    ... and {len(result.problems) - 20} more (see --json)")
+    if result.missing:
+        lines.append(f"  label-file rows whose image is absent: {len(result.missing)}")
+    lines += [f"  note: {n}" for n in result.notes]
+    return "\n".join(lines)
+
+
+def write_json(path: str, data: dict) -> None:
+    check_writable_dir(Path(path).expanduser().resolve().parent)
+    atomic_write_json(path, data)

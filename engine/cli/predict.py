@@ -1,0 +1,98 @@
+"""`allblast-engine predict` and `evaluate`: a trained model over a folder of cells."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .common import UserError, add_scan_args, scan_with_progress, with_expert_labels, write_json
+
+
+def add_predict_commands(sub) -> None:
+    p = sub.add_parser("predict", help="per-cell class probabilities for a folder",
+                       description="Predict every cell in DIR with a trained model.pt. Writes a CSV with "
+                       "columns path,patient,predicted,p_<class>...,margin,entropy (paths relative to DIR).")
+    p.add_argument("model", metavar="MODEL", help="model.pt from a run folder")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--out", required=True, metavar="CSV")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips and rotations")
+    add_scan_args(p)
+    _add_infer_args(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class F1, weighted F1, ROC AUC on a labelled folder",
+                       description="Evaluate a model on a labelled folder (class folders or --labels CSV): "
+                       "accuracy, per-class precision/recall/F1/support, weighted F1 (the C-NMC metric), "
+                       "macro F1, balanced accuracy, ROC AUC (two classes), confusion matrix, per-patient rows.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", required=True, metavar="OUT")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--expert-labels", action="store_true", help="score against the expert's current labels "
+                   "from the label store instead of the data set's own labels")
+    add_scan_args(p)
+    _add_infer_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_infer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="default: %(default)s")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--workers", type=int, default=0, metavar="N")
+
+
+def _run_predict(args: argparse.Namespace):
+    from ..learn.device import resolve_device
+    from ..learn.events import PredictProgress
+    from ..learn.inference import predict_iter
+    from ..learn.model import load_model
+
+    device = resolve_device(args.device)
+    model, spec, _ = load_model(args.model, device)
+    data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
+    gen = predict_iter(model, spec, data.root, data.cells, device=device, batch_size=args.batch_size,
+                       tta=args.tta, workers=args.workers)
+    with tqdm(total=len(data.cells), unit="img", desc="predict", disable=args.quiet) as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                preds = stop.value
+                break
+            if isinstance(event, PredictProgress):
+                bar.n = event.done
+                bar.refresh()
+    for p in data.problems + list(preds.problems):
+        tqdm.write(f"skipped {p.path}: {p.reason}")
+    return data, spec, preds
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..utils.files import check_writable_dir
+
+    check_writable_dir(Path(args.out).expanduser().resolve().parent)
+    _, _, preds = _run_predict(args)
+    preds.write_csv(args.out)
+    print(f"wrote {len(preds.paths)} predictions to {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..learn.metrics import score_predictions
+
+    data, spec, preds = _run_predict(args)
+    truth = {c.path: c.label for c in data.cells}
+    try:
+        report = score_predictions(preds.paths, preds.patients, preds.predicted, preds.probs, truth, spec.classes)
+    except ValueError as exc:
+        raise UserError(f"{exc} in {args.dir}") from exc
+    report["skipped"]["problems"] = len(data.problems) + len(preds.problems)
+    report["by_patient"] = data.by_patient
+    report["tta"] = bool(args.tta)
+    write_json(args.json, report)
+    print(f"n {report['n']}  accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
+          f"macro F1 {report['macro_f1']:.4f}  balanced accuracy {report['balanced_accuracy']:.4f}"
+          + (f"  ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""))
+    print(f"wrote {args.json}")
+    return 0

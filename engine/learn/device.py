@@ -1,0 +1,63 @@
+"""Where tensors run, and what to do when the device runs out of memory.
+
+One home for the device notions every job shares: choosing a device (`auto` = CUDA when usable),
+mixed precision per device, and recognising an out-of-memory error (CUDA's, or the CPU
+allocator's) so every job can answer it with the same clear advice.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    if isinstance(name, torch.device):
+        return name
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                "device 'cuda' was requested but no CUDA GPU is usable here (no NVIDIA driver, or a "
+                "CPU-only torch build); use --device cpu or --device auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda")
+
+
+def device_name(device: torch.device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H100 80GB HBM3)'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU has it (no scaler needed), else fp16 with a GradScaler; CPU: fp32."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in `dtype`, or a no-op context when `dtype` is None (full precision)."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))  # CPU allocator
+
+
+def oom_message(batch_size: int, img_size) -> str:
+    return (f"out of memory with batch size {batch_size} at image size {img_size or 'default'}: try "
+            f"--batch-size {max(1, batch_size // 2)} or a smaller --img-size.")
+
+
+def release_memory(device: torch.device) -> None:
+    """Give cached blocks back after an out-of-memory error, so the next attempt can start."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

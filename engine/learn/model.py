@@ -1,0 +1,114 @@
+"""The classifier network and its self-describing checkpoint format.
+
+A timm backbone gives a feature map; the head is the paper's: global max pooling, BatchNorm1d,
+Linear 256, ReLU, Dropout 0.45, Linear n_classes. Where the backbone's ImageNet weights come from
+is `engine.learn.weights`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from ..utils.files import atomic_torch_save
+from .device import resolve_device
+from .weights import LITE0_PACKAGE, WeightsInfo, load_backbone_file, load_pretrained
+
+FORMAT = "allblast.model/1"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    backbone: str
+    classes: tuple[str, ...]
+    img_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str
+    hidden: int = 256
+    dropout: float = 0.45
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(classes=list(self.classes), mean=list(self.mean), std=list(self.std))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        d = dict(d)
+        for key in ("classes", "mean", "std"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class CellClassifier(nn.Module):
+    def __init__(self, backbone: str, n_classes: int, *, hidden: int = 256, dropout: float = 0.45):
+        super().__init__()
+        # num_classes=0 + global_pool='' leaves the backbone returning its last feature map.
+        self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
+        n = self.backbone.num_features
+        # Max (not average) pooling: the paper's choice; a blast's salient nucleus texture is local.
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Sequential(
+            nn.BatchNorm1d(n),
+            nn.Linear(n, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.backbone(x)).flatten(1))
+
+
+def build_model(
+    backbone: str = "efficientnet_b3",
+    classes=(),
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    img_size: int | None = None,
+) -> tuple[CellClassifier, ModelSpec, WeightsInfo]:
+    classes = tuple(classes)
+    if len(classes) < 2:
+        raise ValueError(f"need at least two classes, got {list(classes)}")
+    try:
+        model = CellClassifier(backbone, len(classes))
+    except RuntimeError as exc:  # timm: "Unknown model (...)"
+        raise ValueError(f"unknown backbone {backbone!r}: {exc}") from exc
+    cfg = timm.data.resolve_data_config({}, model=model.backbone)
+    info = WeightsInfo("none")
+    if weights is not None:
+        info = load_backbone_file(model.backbone, Path(weights).expanduser())
+    elif pretrained:
+        info = load_pretrained(model.backbone, backbone)
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    if info.source == LITE0_PACKAGE:
+        mean = std = (0.5, 0.5, 0.5)  # the TF Lite0 checkpoints expect inputs in [-1, 1]
+    spec = ModelSpec(backbone, classes, int(img_size or cfg["input_size"][-1]), mean, std,
+                     str(cfg.get("interpolation", "bicubic")))
+    return model, spec, info
+
+
+# ---- checkpoints ---------------------------------------------------------------------------
+def save_model(path: str | os.PathLike, model: CellClassifier, spec: ModelSpec, **extra) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
+    # weights_only: a model file from someone else must not be able to run code on load.
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an allblast model file (format {FORMAT})")
+    spec = ModelSpec.from_dict(ckpt["spec"])
+    # The architecture comes from the spec alone; the state dict replaces every weight.
+    model = CellClassifier(spec.backbone, len(spec.classes), hidden=spec.hidden, dropout=spec.dropout)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model.to(resolve_device(device) if isinstance(device, str) else device).eval()
+    extras = {k: v for k, v in ckpt.items() if k not in ("format", "spec", "state_dict")}
+    return model, spec, extras

@@ -1,0 +1,1 @@
+"""Plain helpers every other engine package may use; they import nothing else from the engine."""
