@@ -9,6 +9,8 @@ from pathlib import Path
 
 ORG, APP = "allblast", "allblast"
 DB_DIR_ENV = "ALLBLAST_DB_DIR"  # put label databases here instead of beside the images
+WORKER_PRELOAD = ("torch", "cv2", "numpy", "engine.data.dataset")
+WARM_UP_DELAY_MS = 1500
 log = logging.getLogger(__name__)
 
 
@@ -18,6 +20,8 @@ def _qt_message_to_log(mode, context, message: str) -> None:
 
     level = {QtMsgType.QtDebugMsg: logging.DEBUG, QtMsgType.QtInfoMsg: logging.INFO,
              QtMsgType.QtWarningMsg: logging.WARNING}.get(mode, logging.ERROR)
+    if "propagateSizeHints" in message:  # the offscreen/virtual-screen platforms' harmless notice
+        level = logging.DEBUG
     logging.getLogger("qt").log(level, "%s", message)
 
 
@@ -30,10 +34,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"keep label databases in DIR (default: beside the images, or the user data "
                         f"folder when that is read-only; env {DB_DIR_ENV})")
     p.add_argument("--settings", metavar="INI", help="use this settings file instead of the user's (demos, tests)")
+    p.add_argument("--script", metavar="FILE.py", help="run a Python script once the folder is open, with `app` "
+                   "in scope (docs/scripting.md)")
+    p.add_argument("--exit-after", action="store_true", help="with --script: quit when the script ends (exit "
+                   "status 1 if it raised, else 0)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more detail on the terminal")
     args = p.parse_args(argv)
     if args.labels and not args.folder:
         p.error("--labels needs a FOLDER")
+    if args.exit_after and not args.script:
+        p.error("--exit-after needs --script FILE.py")
+    if args.script and not Path(args.script).expanduser().is_file():
+        p.error(f"script {args.script} does not exist")
     if args.folder and not Path(args.folder).expanduser().is_dir():
         p.error(f"{args.folder} is not a folder")
     return args
@@ -46,15 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     # A rotating file in the user log folder (Help > Show Log Folder) keeps every traceback.
     setup_logging(verbosity=args.verbose, log_file=user_log_dir() / "allblast.log", rotate=True)
     # Qt is imported only after the arguments are fine, so `allblast --help` is instant.
-    from PySide6.QtCore import QCoreApplication, QSettings, qInstallMessageHandler
+    from PySide6.QtCore import QCoreApplication, QSettings, QTimer, qInstallMessageHandler
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from .main_window import ICON, MainWindow
     from .workers import install_warning_hook
 
+    from engine.utils.jobs import set_worker_start_method
+
     qInstallMessageHandler(_qt_message_to_log)
     install_warning_hook()
+    # DataLoader workers start from a small fork server, never by forking this large process (a
+    # fork stalls the GUI thread for its whole length); it imports the decoding stack once.
+    set_worker_start_method("forkserver", preload=WORKER_PRELOAD)
     log.info("allblast starting: %s", sys.argv)
 
     QCoreApplication.setOrganizationName(ORG)
@@ -66,10 +83,52 @@ def main(argv: list[str] | None = None) -> int:
                         annotator=args.annotator)
     window.show()
     window.activateWindow()  # without a window manager (kiosk, Xvfb) nothing else gives it focus
+    QTimer.singleShot(WARM_UP_DELAY_MS, window.training.warm_up)  # after the first paint
+    if args.script:
+        _run_script_when_ready(window, args)
     if args.folder:
         window.open_folder(args.folder, args.labels)
     code = app.exec()
+    log.info("allblast exits with status %s", code)
     return int(code)
+
+
+def _run_script_when_ready(window, args: argparse.Namespace) -> None:
+    """--script: run once the folder is open (at once without a folder); --exit-after: then quit."""
+    from PySide6.QtCore import QTimer
+
+    from .scripting import run_script
+
+    api = window.script_app
+
+    def run() -> None:
+        try:
+            if not run_script(Path(args.script).expanduser(), api, write=window.console.write):
+                window.show_dock("console")  # the traceback is there (and in the log)
+        finally:
+            if args.exit_after:
+                api.quit()
+
+    def opened(_ds) -> None:
+        disconnect()
+        QTimer.singleShot(0, run)
+
+    def failed(message: str) -> None:
+        disconnect()
+        log.error("--script not run: the folder did not open: %s", message)
+        api.failed = True
+        if args.exit_after:
+            api.quit()
+
+    def disconnect() -> None:
+        window.datasetOpened.disconnect(opened)
+        window.datasetFailed.disconnect(failed)
+
+    if args.folder:
+        window.datasetOpened.connect(opened)
+        window.datasetFailed.connect(failed)
+    else:
+        QTimer.singleShot(0, run)
 
 
 if __name__ == "__main__":  # pragma: no cover

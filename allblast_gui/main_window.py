@@ -1,6 +1,7 @@
 """The review window: composition only. Each part does its own job -
 DatasetController (opening folders off the GUI thread), ReviewController (label keys, undo),
-CellListModel + CellGridView (the thumbnails), FilterBar, DatasetTree, Inspector, StatusPanel -
+CellListModel + CellGridView (the thumbnails), FilterBar, DatasetTree, Inspector, StatusPanel,
+TrainingUI (training, its dashboard and the Runs panel), the Python console -
 and this class wires their signals together and owns the menus and remembered settings.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ import logging
 from pathlib import Path
 
 from allblast_resources import resource_path
-from PySide6.QtCore import QSettings, Qt, QUrl, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QCloseEvent, QDesktopServices, QDragEnterEvent, QDropEvent, QIcon
 from PySide6.QtWidgets import (
     QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QVBoxLayout, QWidget,
@@ -22,7 +23,10 @@ from .dialogs import label_io
 from .dialogs.help_dialog import HelpDialog
 from .models.cell_list_model import CellListModel
 from .models.thumbnails import ThumbnailLoader
+from .panels.console import ConsolePanel
+from .scripting import ScriptApp
 from .settings import MAX_TILE, MIN_TILE, TILE_STEP, Prefs
+from .training_ui import TrainingUI
 from .views.cell_grid import CellGridView
 from .views.dataset_tree import DatasetTree
 from .views.filter_bar import FilterBar
@@ -66,8 +70,24 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.tree = DatasetTree()
         self.inspector = Inspector(self.runner)
-        self._dock("datasetDock", "Data Set", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea, 250)
-        self._dock("inspectorDock", "Cell", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea, 340)
+        self.training = TrainingUI(self, self.prefs)
+        self.script_app = ScriptApp(self)
+        self.console = ConsolePanel(self.script_app)
+        self.quitting_from_script = False  # app.quit(): close without asking
+        self.docks = {
+            "data": self._dock("datasetDock", "Data Set", self.tree, Qt.DockWidgetArea.LeftDockWidgetArea, 250),
+            "cell": self._dock("inspectorDock", "Cell", self.inspector, Qt.DockWidgetArea.RightDockWidgetArea, 340),
+            "dashboard": self._dock("dashboardDock", "Training", self.training.dashboard,
+                                    Qt.DockWidgetArea.BottomDockWidgetArea, 340, Qt.Orientation.Vertical),
+            "runs": self._dock("runsDock", "Runs", self.training.runs, Qt.DockWidgetArea.BottomDockWidgetArea, 340,
+                               Qt.Orientation.Vertical),
+            "console": self._dock("consoleDock", "Python Console", self.console,
+                                  Qt.DockWidgetArea.BottomDockWidgetArea, 260, Qt.Orientation.Vertical),
+        }
+        self.tabifyDockWidget(self.docks["dashboard"], self.docks["runs"])
+        self.tabifyDockWidget(self.docks["runs"], self.docks["console"])
+        self.docks["dashboard"].raise_()
+        self.docks["console"].hide()
         self.status = StatusPanel()
         self.setStatusBar(self.status)
 
@@ -80,6 +100,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._set_label_actions([])
         self._on_undo_state(False, False)
+        self._on_training_running(False)
         self.status.set_annotator(self.review.annotator)
         self.resize(1400, 900)
         geometry, state = self.prefs.geometry()
@@ -87,13 +108,20 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if state is not None:
             self.restoreState(state)
+        else:  # first start: room for the curves (a saved layout keeps the user's own sizes)
+            QTimer.singleShot(0, lambda: self.resizeDocks([self.docks["dashboard"]], [340], Qt.Orientation.Vertical))
 
-    def _dock(self, name: str, title: str, widget: QWidget, area, width: int) -> None:
+    def _dock(self, name: str, title: str, widget: QWidget, area, size: int,
+              orientation=Qt.Orientation.Horizontal) -> QDockWidget:
         dock = QDockWidget(title, self, objectName=name)
         dock.setWidget(widget)
-        widget.setMinimumWidth(width // 2)
+        if orientation == Qt.Orientation.Horizontal:
+            widget.setMinimumWidth(size // 2)
+        else:
+            widget.setMinimumHeight(size // 2)
         self.addDockWidget(area, dock)
-        self.resizeDocks([dock], [width], Qt.Orientation.Horizontal)
+        self.resizeDocks([dock], [size], orientation)
+        return dock
 
     def _handlers(self) -> dict:
         r, image = self.review, self.inspector.image
@@ -107,6 +135,9 @@ class MainWindow(QMainWindow):
             "bigger": lambda: self.change_tile_size(+TILE_STEP), "smaller": lambda: self.change_tile_size(-TILE_STEP),
             "zoom_in": lambda: image.zoom(1.25), "zoom_out": lambda: image.zoom(0.8), "zoom_fit": image.fit,
             "shortcuts": self.show_shortcuts, "about": self.show_about, "log_folder": self.show_log_folder,
+            "train": self.training.open_train_dialog, "stop_training": self.training.stop,
+            "show_dashboard": lambda: self.show_dock("dashboard"), "show_runs": lambda: self.show_dock("runs"),
+            "console": lambda: self.show_dock("console"), "add_run": lambda: self.training.add_run(),
             "label_unsure": r.label_unsure, "label_clear": r.label_clear,
         }
         for i in range(1, act.MAX_CLASS_KEYS + 1):
@@ -132,6 +163,10 @@ class MainWindow(QMainWindow):
         self.review.message.connect(lambda text: s.showMessage(text, 5000))
         self.review.failed.connect(self._warn)
         self.review.undoStateChanged.connect(self._on_undo_state)
+        t = self.training
+        t.message.connect(lambda text: s.showMessage(text, 15000))
+        t.controller.runningChanged.connect(self._on_training_running)
+        t.controller.started.connect(lambda _e: self.show_dock("dashboard"))
 
     # -- opening ---------------------------------------------------------------------------------
     def open_folder(self, folder: str | Path, labels: str | Path | None = None) -> None:
@@ -152,6 +187,7 @@ class MainWindow(QMainWindow):
         self.tree.set_dataset(ds.root.name, ds.rows, ds.classes, ds.patients, ds.problems,
                               notes=list(getattr(ds.project.scan, "notes", [])))
         self.review.set_store(ds.store, ds.classes)
+        self.training.set_dataset(ds)
         self._set_label_actions(ds.classes)
         self.status.set_db(ds.store.location, ds.store.db_path)
         self.prefs.add_recent(ds.root)
@@ -171,8 +207,9 @@ class MainWindow(QMainWindow):
     def _on_failed(self, folder: str, message: str) -> None:
         self.status.hide_progress()
         self.status.showMessage(f"Could not open {folder}", 10000)
-        self._warn("Could not open the folder", message)
         self.datasetFailed.emit(message)
+        if not (self.quitting_from_script or self.script_app.waiting):  # a script gets the error itself
+            self._warn("Could not open the folder", message)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -277,6 +314,15 @@ class MainWindow(QMainWindow):
                           "<b>allblast</b><br>Review and relabel single-cell blood images at keyboard "
                           "speed; labels are kept with their full history in a local database.")
 
+    def show_dock(self, name: str) -> None:
+        dock = self.docks[name]
+        dock.show()
+        dock.raise_()
+
+    def _on_training_running(self, running: bool) -> None:
+        self.actions["stop_training"].setEnabled(running)
+        self.actions["train"].setEnabled(not running)
+
     def show_log_folder(self) -> None:
         from engine.utils.logs import user_log_dir
 
@@ -300,6 +346,10 @@ class MainWindow(QMainWindow):
             self.open_folder(folder)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.quitting_from_script and not self.training.confirm_close():
+            event.ignore()  # keep training
+            return
+        self.training.shutdown()  # stops within a batch, checkpoints complete, no thread left
         self.prefs.save_geometry(self.saveGeometry(), self.saveState())
         self.prefs.sync()
         self.runner.shutdown()

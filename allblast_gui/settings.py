@@ -1,8 +1,9 @@
-"""What the window remembers between runs (QSettings): recent folders, annotator, tile size,
-geometry. Tests inject their own QSettings (an ini file under tmp_path) so they never touch the
-user's real settings."""
+"""What the window remembers between runs (QSettings): recent folders, annotator, tile size, the
+Train dialog's settings, geometry. Tests inject their own QSettings (an ini file under tmp_path)
+so they never touch the user's real settings."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,18 @@ class Prefs:
 
     def set_tile_size(self, px: int) -> None:
         self.qs.setValue("view/tile_size", int(px))
+
+    # -- training ------------------------------------------------------------------------------
+    def train_settings(self) -> dict:
+        """The Train dialog's last settings (TrainConfig field names)."""
+        try:
+            value = json.loads(str(self.qs.value("train/settings", "{}") or "{}"))
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def set_train_settings(self, values: dict) -> None:
+        self.qs.setValue("train/settings", json.dumps(values))
 
     def geometry(self) -> tuple[QByteArray | None, QByteArray | None]:
         return self.qs.value("window/geometry"), self.qs.value("window/state")

@@ -11,8 +11,6 @@ import argparse
 import logging
 import sys
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from .. import __version__
 from ..utils.logs import route_warnings_to_logging, setup_logging
 from .common import UserError
@@ -62,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbosity=args.verbose, log_file=args.log_file)
     route_warnings_to_logging()
     log.debug("allblast-engine %s: %s", __version__, sys.argv if argv is None else argv)
-    with logging_redirect_tqdm():  # log lines print above progress bars, not through them
-        return _run(args)
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .imaging import ImageReadError, read_rgb
 
@@ -129,12 +129,33 @@ class CellDataset(Dataset):
         return img
 
     def __getitem__(self, index: int):
-        img = self.load(index)
-        if self.augment:
-            img = dihedral(img, int(torch.randint(8, ()).item()))
+        """`index` names the cell (index % N) and, when augmenting, one of the 8 dihedral views
+        (index // N, 0 = as is). The view is chosen by `DihedralSampler` in the main process, so an
+        epoch's augmentation depends on the loader's seed only: not on the number of workers, nor on
+        how long they live (persistent workers), nor on where a resumed run starts."""
+        n = len(self.paths)
+        i, view = index % n, index // n
+        img = self.load(i)
+        if self.augment and view:
+            img = dihedral(img, view)
         # HWC -> CHW always copies here, so a view into the shared cache never leaves this method.
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        return x, self.targets[index], index
+        return x, self.targets[i], i
+
+
+class DihedralSampler(Sampler[int]):
+    """A shuffled epoch with a random dihedral view per cell: yields `cell + N * view`."""
+
+    def __init__(self, n: int, generator: torch.Generator) -> None:
+        self.n, self.generator = n, generator
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator)
+        views = torch.randint(8, (self.n,), generator=self.generator)
+        return iter((order + self.n * views).tolist())
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -154,6 +175,13 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def _seed_fresh_worker(worker_id: int) -> None:
+    """A worker started from a clean process (forkserver, spawn): it owns an untouched OpenCV, so
+    it can be told to decode on one thread: the workers, not OpenCV's pool, are the parallelism."""
+    cv2.setNumThreads(1)
+    _seed_worker(worker_id)
+
+
 def default_workers(device: torch.device | str) -> int:
     """CUDA: up to 8 decoding processes feed the GPU. CPU: 1 — the model already uses every core,
     one worker overlaps decoding with compute (measured in benchmarks/bench_predict.py)."""
@@ -161,6 +189,16 @@ def default_workers(device: torch.device | str) -> int:
     if torch.device(device).type == "cuda":
         return min(cpus, 8)
     return 1 if cpus > 1 else 0
+
+
+def worker_context():
+    """The multiprocessing context DataLoader workers start in (engine.utils.jobs decides)."""
+    import multiprocessing
+
+    from ..utils.jobs import worker_start_method
+
+    method = worker_start_method()
+    return multiprocessing.get_context(method) if method else None
 
 
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, workers: int | None = None,
@@ -173,13 +211,19 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, wor
         # (or even cv2.setNumThreads) in a worker then deadlocks. Sequential OpenCV in this process
         # avoids that; parallelism comes from the workers (and the scan's thread pool) instead.
         cv2.setNumThreads(0)
+    context = worker_context() if workers > 0 else None
     gen = torch.Generator()
     gen.manual_seed(int(seed))
+    sampler = DihedralSampler(len(dataset), gen) if shuffle and getattr(dataset, "augment", False) else None
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-        num_workers=workers, pin_memory=cuda, generator=gen, worker_init_fn=_seed_worker,
-        # Persistent workers: no re-spawn (and re-import of torch) at every epoch on a GPU box.
-        persistent_workers=cuda and workers > 0,
+        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
+        num_workers=workers, pin_memory=cuda, generator=gen,
+        worker_init_fn=_seed_fresh_worker if context is not None and context.get_start_method() != "fork"
+        else _seed_worker,
+        multiprocessing_context=context,
+        # Persistent workers: no new processes at every epoch. A fork of a large process stalls
+        # every thread of the parent that touches memory meanwhile (the app's GUI thread, 100+ ms).
+        persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,
     )
 

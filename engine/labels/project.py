@@ -109,21 +109,14 @@ def open_dataset(
                    labels_file=labels_file)
 
 
-def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None = None) -> tuple[ScanResult, int]:
-    """The scan with every cell's label replaced by the expert's current label from the store.
+def apply_expert_labels(result: ScanResult, states) -> tuple[ScanResult, int]:
+    """The scan with every cell's label replaced by the expert's current label (`states`: path ->
+    LabelState, from `LabelStore.states()`). Returns (new scan, cells whose label differs).
 
-    Returns (new scan, number of cells whose label differs from the data set's). Cells the
-    expert marked unsure or cleared are kept with that label; splits leave them out of training.
+    Cells the expert marked unsure or cleared keep that label; splits leave them out of training.
     """
     from dataclasses import replace
 
-    db = Path(db_path).expanduser() if db_path else find_db(result.root)
-    if db is None or not db.is_file():
-        where = db or f"{result.root / BESIDE_DIR / DB_NAME} and {user_db_path(result.root)}"
-        raise StoreError(f"no expert labels for {result.root} yet (looked for {where}): label cells in "
-                         "allblast or with `allblast-engine labels`, or leave out --expert-labels")
-    with LabelStore.open(result.root, db_path=db) as store:
-        states = store.states()
     cells, changed = [], 0
     for cell in result.cells:
         state = states.get(cell.path)
@@ -132,3 +125,15 @@ def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None 
             changed += 1
         cells.append(cell)
     return replace(result, cells=cells), changed
+
+
+def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None = None) -> tuple[ScanResult, int]:
+    """`apply_expert_labels` with the states read from the data set's label database, which must
+    exist already (it is looked up, never created)."""
+    db = Path(db_path).expanduser() if db_path else find_db(result.root)
+    if db is None or not db.is_file():
+        where = db or f"{result.root / BESIDE_DIR / DB_NAME} and {user_db_path(result.root)}"
+        raise StoreError(f"no expert labels for {result.root} yet (looked for {where}): label cells in "
+                         "allblast or with `allblast-engine labels`, or leave out --expert-labels")
+    with LabelStore.open(result.root, db_path=db) as store:
+        return apply_expert_labels(result, store.states())

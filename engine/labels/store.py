@@ -177,6 +177,18 @@ class LabelStore(Database):
         """Cells seen before but no longer on disk (their labels are kept)."""
         return [r[0] for r in self.query("SELECT path FROM cells WHERE present = 0 ORDER BY path")]
 
+    def meta(self, key: str) -> str | None:
+        """A setting of this data set kept with its labels (e.g. the active model)."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.transaction() as conn:
+            if value is None:
+                conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
     def revision(self) -> int:
         """Grows with every label change from any window or process: poll it to refresh views."""
         return self.query("SELECT COALESCE(MAX(id), 0) FROM changes")[0][0]

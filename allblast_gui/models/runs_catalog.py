@@ -1,0 +1,75 @@
+"""Which training runs belong to the open data set, and which one is its active model.
+
+Runs made in the app live in `<database folder>/runs/` (`FOLDER/.allblast/runs/` beside the
+images, or the user data folder for a read-only folder); runs made elsewhere (the CLI, a server)
+are added by path. The list of added runs and the active model are kept in the data set's label
+database, so every window and the CLI see the same. Plain Python: the Runs panel is a view of it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from engine.learn.runs import RunSummary, list_runs, summarize_run
+
+log = logging.getLogger(__name__)
+ADDED_KEY, ACTIVE_KEY = "runs_added", "active_model"
+
+
+def new_run_name(backbone: str) -> str:
+    """`<YYYYmmdd-HHMMSS>-<backbone>`: sorts by time, says what was trained."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{backbone.replace('/', '_')}"
+
+
+class RunsCatalog:
+    def __init__(self, store) -> None:
+        self._store = store  # engine.labels.store.LabelStore of the open data set
+        self.root = Path(store.db_path).parent / "runs"
+
+    def new_run_dir(self, backbone: str) -> Path:
+        path = self.root / new_run_name(backbone)
+        n = 1
+        while path.exists():  # two runs started in the same second
+            n += 1
+            path = self.root / f"{new_run_name(backbone)}-{n}"
+        return path
+
+    def added(self) -> list[Path]:
+        try:
+            return [Path(p) for p in json.loads(self._store.meta(ADDED_KEY) or "[]")]
+        except (ValueError, TypeError):
+            log.warning("the list of added runs in %s is unreadable; starting a new one", self._store.db_path)
+            return []
+
+    def add(self, path: str | Path) -> RunSummary:
+        """List a run folder made elsewhere; raises FileNotFoundError when it is not a run."""
+        path = Path(path).expanduser().resolve()
+        summary = summarize_run(path)
+        if not path.is_relative_to(self.root.resolve()) and path not in self.added():
+            self._store.set_meta(ADDED_KEY, json.dumps([str(p) for p in [*self.added(), path]]))
+        return summary
+
+    def runs(self) -> list[RunSummary]:
+        """Every run of this data set, newest first: those under `root`, then added ones."""
+        out = list_runs(self.root)
+        seen = {r.path.resolve() for r in out}
+        for path in self.added():
+            if path.resolve() in seen:
+                continue
+            try:
+                out.append(summarize_run(path))
+            except (OSError, ValueError) as exc:
+                log.info("added run %s is not readable now: %s", path, exc)
+        return out
+
+    def active(self) -> Path | None:
+        value = self._store.meta(ACTIVE_KEY)
+        return Path(value) if value else None
+
+    def set_active(self, path: str | Path | None) -> None:
+        if path is not None and not (Path(path) / "model.pt").is_file():
+            raise FileNotFoundError(f"{path} has no model.pt yet: only a run with a finished epoch can be the "
+                                    "active model")
+        self._store.set_meta(ACTIVE_KEY, None if path is None else str(Path(path).resolve()))

@@ -1,0 +1,1 @@
+"""Dock panels of the window: the training dashboard and the runs list."""

@@ -1,0 +1,179 @@
+"""Scripting the real window: `allblast FOLDER --script FILE.py` and the console dock.
+
+Both put one object in scope, `app` (a `ScriptApp`), documented in docs/scripting.md. Its
+long calls (`open`, `train`) return when the work is done, but run a nested event loop meanwhile,
+so the window (curves, dialogs) stays live. A script that raises shows its traceback in the
+console and the log; the app stays up (unless --exit-after, which then exits with status 1).
+"""
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import fields
+from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtWidgets import QApplication
+
+from engine.learn.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# app.train() options: the CLI's names (allblast-engine train --help).
+TRAIN_OPTIONS = ("backbone", "weights", "no_pretrained", "img_size", "epochs", "batch_size", "lr", "split",
+                 "ask_every", "device", "seed", "monitor", "val_fraction", "test_fraction", "workers")
+
+
+class ScriptError(RuntimeError):
+    """What a script asked for could not be done; the message says why."""
+
+
+class ScriptApp:
+    """The `app` object of scripts and the console."""
+
+    def __init__(self, window) -> None:
+        self._window = window
+        self.failed = False  # a script raised (the exit status of --exit-after / quit())
+        self.waiting = False  # inside open(): the window leaves error boxes to the script
+
+    @property
+    def window(self):
+        """The main window (allblast_gui.main_window.MainWindow), for anything else."""
+        return self._window
+
+    def open(self, folder: str | Path, labels: str | Path | None = None, *, timeout: float = 3600) -> Path:
+        """Open a folder of cells; returns its path when the grid shows it (raises if it cannot)."""
+        w = self._window
+        outcome: list = []
+        loop = QEventLoop()
+
+        def opened(ds):
+            outcome.append(ds)
+            loop.quit()
+
+        def failed(message):
+            outcome.append(ScriptError(message))
+            loop.quit()
+
+        w.datasetOpened.connect(opened)
+        w.datasetFailed.connect(failed)
+        self.waiting = True
+        try:
+            w.open_folder(folder, labels)
+            _run_until(loop, lambda: bool(outcome), timeout)
+        finally:
+            self.waiting = False
+            w.datasetOpened.disconnect(opened)
+            w.datasetFailed.disconnect(failed)
+        if not outcome:
+            raise ScriptError(f"{folder} did not open within {timeout:g} s")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0].root
+
+    def train(self, *, on_ask=None, timeout: float | None = None, **options) -> Path:
+        """Train on the open folder's expert labels; returns the run folder when training ends.
+
+        Options are the CLI's (`backbone`, `weights`, `no_pretrained`, `img_size`, `epochs`,
+        `batch_size`, `lr`, `split`, `ask_every`, `device`, `seed`, `monitor`, ...).
+        `on_ask(summary) -> int | None` answers "continue?": a number of epochs, or None to halt;
+        without it the continue dialog waits for the user. Raises ScriptError when the settings
+        are refused or training fails (the failure dialog also shows).
+        """
+        from engine.learn.preflight import check_training
+        from engine.learn.weights import find_weights
+
+        config = train_config(options)
+        ui = self._window.training
+        if ui.controller.running:
+            raise ScriptError("a training run is in progress; app.stop_training() first")
+        found = None if (config.weights or not config.pretrained) else find_weights(config.backbone).found
+        report = check_training(ui.expert_scan(), config, ui.catalog.root, weights_found=found)
+        if not report.ok:
+            raise ScriptError("training cannot start: " + " ".join(report.problems))
+        ui.controller.on_ask = on_ask
+        loop = QEventLoop()
+        ui.controller.runningChanged.connect(loop.quit)
+        try:
+            run_dir = ui.start(config)
+            _run_until(loop, lambda: not ui.controller.running, timeout)
+        finally:
+            ui.controller.runningChanged.disconnect(loop.quit)
+            ui.controller.on_ask = None
+        if ui.controller.running:
+            ui.stop()
+            ui.controller.wait()
+            raise ScriptError(f"training did not end within {timeout:g} s; it was stopped (checkpoints kept)")
+        outcome = ui.controller.last_outcome
+        if outcome is not None and type(outcome).__name__ == "TrainingFailed":
+            raise ScriptError(f"training failed ({outcome.kind}): {outcome.message}")
+        return run_dir
+
+    def stop_training(self) -> None:
+        """Stop the running training within one batch (checkpoints are kept)."""
+        self._window.training.stop()
+
+    def screenshot(self, path: str | Path) -> Path:
+        """Save a PNG of the whole window."""
+        path = Path(path).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        QApplication.processEvents()
+        if not self._window.grab().save(str(path)):
+            raise ScriptError(f"could not write {path}")
+        return path
+
+    def quit(self, code: int | None = None) -> None:
+        """Close the window (a running training is stopped, checkpoints kept) and exit: status 1
+        if a script raised, else 0 (or `code`)."""
+        w = self._window
+        w.quitting_from_script = True
+        QTimer.singleShot(0, lambda: (w.close(), QApplication.exit(1 if self.failed else 0 if code is None else code)))
+
+
+def train_config(options: dict) -> TrainConfig:
+    unknown = sorted(set(options) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ScriptError(f"unknown train option(s) {', '.join(unknown)}; use {', '.join(TRAIN_OPTIONS)}")
+    values = dict(options)
+    if values.pop("no_pretrained", False):
+        values["pretrained"] = False
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in values.items() if k in names})
+    config.validate()
+    return config
+
+
+def _run_until(loop: QEventLoop, done, timeout: float | None) -> None:
+    if done():
+        return
+    timer = None
+    if timeout is not None:
+        timer = QTimer(singleShot=True, interval=int(timeout * 1000))
+        timer.timeout.connect(loop.quit)
+        timer.start()
+    loop.exec()
+    if timer is not None:
+        timer.stop()
+
+
+def run_script(path: str | Path, app: ScriptApp, write=None) -> bool:
+    """Run a Python file with `app` in scope on the GUI thread; False (and the traceback written
+    to `write` and the log) when it raised."""
+    path = Path(path)
+    namespace = {"app": app, "__name__": "__allblast_script__", "__file__": str(path)}
+    try:
+        code = compile(path.read_text(encoding="utf-8"), str(path), "exec")
+        exec(code, namespace)  # noqa: S102 - running the user's own script is the feature
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            app.failed = True
+        return not app.failed
+    except BaseException as exc:  # noqa: BLE001 - the app stays up; the traceback is shown and logged
+        app.failed = True
+        text = "".join(traceback.format_exception(exc))
+        log.error("script %s raised:\n%s", path, text)
+        if write is not None:
+            write(f"script {path} raised:\n{text}")
+        return False
+    log.info("script %s finished", path)
+    return True

@@ -1,0 +1,301 @@
+"""Training inside the window: the Train dialog, live dashboard, the continue dialog, Stop and
+resume, the Runs panel, failure dialogs, closing while training, and --script end to end.
+
+Trains tf_efficientnet_lite0 (ImageNet weights shipped with a pip package) at 64 px on a small
+subset of the real PBC cells, linked (not copied) from ../shared/data into tmp_path.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PySide6.QtWidgets import QLabel, QMessageBox
+
+from engine.learn.config import TrainConfig
+from engine.learn.runs import RunDir, summarize_run
+from engine.learn.weights import LITE0
+
+from .conftest import open_and_wait
+
+pytestmark = pytest.mark.shared_data
+CLASSES = ("eosinophil", "lymphocyte", "neutrophil")
+
+
+def link_subset(src: Path, dst: Path, per_class: int) -> Path:
+    """A class-folder tree of symlinks to real PBC images: read in place, never copied."""
+    for cls in CLASSES:
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        for image in sorted((src / cls).glob("*.jpg"))[:per_class]:
+            (dst / cls / image.name).symlink_to(image)
+    return dst
+
+
+@pytest.fixture
+def pbc_small(pbc_dir, tmp_path) -> Path:
+    return link_subset(pbc_dir, tmp_path / "pbc-small", 16)
+
+
+def fast(**changes) -> TrainConfig:
+    base = TrainConfig(backbone=LITE0, img_size=64, epochs=2, batch_size=8, ask_every=0, device="cpu",
+                       split="image", workers=0, seed=0)
+    return replace(base, **changes)
+
+
+def wait_until_done(qtbot, window, timeout=240_000):
+    qtbot.waitUntil(lambda: not window.training.controller.running, timeout=timeout)
+
+
+def test_train_from_the_dialog_answer_continue_both_ways(qtbot, window, pbc_small):
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    window.actions["train"].trigger()  # Model > Train Model... (Ctrl+T)
+    dialog = ui.train_dialog
+    assert dialog is not None and dialog.isVisible()
+    # Each backbone says whether ImageNet weights are here; Lite0's ship with the package.
+    texts = [dialog.backbone.itemText(i) for i in range(dialog.backbone.count())]
+    assert any(t.startswith(LITE0) and "bundled (tf_efficientnet_lite0)" in t for t in texts)
+    assert dialog.backbone.currentData() == "efficientnet_b3"  # the paper's backbone is the default
+    # The labels used: 16 cells per class, no patient ids in PBC.
+    assert [dialog.counts.item(i, 0).text() for i in range(3)] == list(CLASSES)
+    assert {dialog.counts.item(i, 1).text() for i in range(3)} == {"16"}
+    assert dialog.counts.item(0, 2).text() == "no ids"
+    dialog.backbone.setCurrentIndex(dialog.backbone.findData(LITE0))
+    assert dialog.img_size.value() == 224  # the backbone's own default size follows the choice
+    dialog.img_size.setValue(64)
+    dialog.epochs.setValue(2)
+    dialog.batch_size.setValue(8)
+    dialog.ask_every.setValue(1)
+    dialog.split.setCurrentIndex(dialog.split.findData("image"))
+    dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
+    dialog.refresh()
+    assert "leaky" in dialog.warnings.text() and dialog.start_button.isEnabled()
+    dialog.start_button.click()
+
+    qtbot.waitUntil(lambda: ui.continue_dialog is not None, timeout=240_000)  # after epoch 1
+    first = ui.continue_dialog
+    assert first.table.rowCount() == 1 and first.table.item(0, 0).text() == "1"
+    assert "Epoch 1 done" in first.findChild(QLabel, "continueHeadline").text()
+    assert ui.controller.waiting_for_answer and ui.controller.running  # the engine waits; the window does not
+    first.epochs.setValue(1)
+    first.continue_button.click()  # one more epoch...
+    qtbot.waitUntil(lambda: ui.continue_dialog is not None and ui.continue_dialog is not first, timeout=240_000)
+    assert ui.continue_dialog.table.rowCount() == 1
+    ui.continue_dialog.halt_button.click()  # ...then halt
+    wait_until_done(qtbot, window)
+
+    run = ui.controller.run_dir
+    assert run.parent == ui.catalog.root and run.name.endswith("-" + LITE0)
+    card = RunDir(run).read_model_card()
+    assert card["status"] == "completed" and card["epochs_run"] == 2  # epoch 2 was the last planned one
+    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2]
+    # One point per epoch per curve, the batch curve has more; the curves were created once.
+    for name in ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_weighted_f1", "lr"):
+        xs, _ = ui.dashboard.curves[name].getData()
+        assert list(xs) == [1.0, 2.0], name
+    assert len(ui.dashboard.curves["batch_loss"].getData()[0]) >= 2
+    assert len(ui.dashboard.loss_plot.listDataItems()) == 3
+    assert any("new best" in line for line in ui.dashboard.log_lines())
+    assert any("leaky" in line for line in ui.dashboard.log_lines())  # the engine's warning reached the log
+    # The Runs panel lists it with its metrics; the settings are remembered.
+    summary = ui.runs.model.runs()[0]
+    assert summary.path == run and summary.status == "finished" and summary.epochs_run == 2
+    assert ui.runs.model.index(0, 8).data() == f"{summary.best['val_weighted_f1']:.3f}"
+    assert window.prefs.train_settings()["backbone"] == LITE0
+
+
+def test_stop_mid_epoch_keeps_checkpoints_then_resume_continues_the_curves(qtbot, window, pbc_small):
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    run = ui.start(fast(epochs=3))
+    seen = []
+    ui.controller.progress.connect(lambda e: seen.append((e.phase, e.epoch)))
+    qtbot.waitUntil(lambda: ("train", 2) in seen, timeout=240_000)  # inside epoch 2
+    ui.dashboard.stop_button.click()
+    wait_until_done(qtbot, window)
+    outcome = ui.controller.last_outcome
+    assert outcome.reason == "cancelled" and outcome.epochs_run == 1
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and (run / "model.pt").is_file()
+    assert not list(run.glob(".*.tmp")), "no half-written checkpoint"
+    assert summarize_run(run).status == "stopped"
+    assert ui.runs.model.runs()[0].status == "stopped"
+
+    assert ui.runs.select_run(run)
+    assert ui.runs.resume_button.isEnabled()
+    ui.runs.resume_button.click()
+    assert ui.controller.running
+    assert list(ui.dashboard.curves["val_loss"].getData()[0]) == [1.0]  # the saved epoch, at once
+    wait_until_done(qtbot, window)
+    assert ui.controller.last_outcome.reason == "completed"
+    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2, 3]
+    assert list(ui.dashboard.curves["val_loss"].getData()[0]) == [1.0, 2.0, 3.0]
+    assert summarize_run(run).status == "finished"
+
+
+def test_missing_weights_dialog_offers_the_ways_out(qtbot, window, pbc_small, tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch"))
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    failed_run = ui.start(fast(backbone="efficientnet_b0", epochs=1))
+    qtbot.waitUntil(lambda: ui.failure_dialog is not None, timeout=120_000)
+    dialog = ui.failure_dialog
+    assert dialog.failed.kind == "weights" and "--no-pretrained" in dialog.informativeText()
+    assert set(dialog.choices) == {"failedChooseWeights", "failedUseLite0", "failedFromScratch"}
+    assert summarize_run(failed_run).status == "failed"
+    wait_until_done(qtbot, window)
+    dialog.choices["failedUseLite0"].click()  # the bundled weights: a new run that works
+    assert ui.controller.running and ui.controller.config.backbone == LITE0
+    wait_until_done(qtbot, window)
+    assert ui.controller.last_outcome.reason == "completed"
+    statuses = {r.path: r.status for r in ui.runs.model.runs()}
+    assert statuses[failed_run] == "failed" and statuses[ui.controller.run_dir] == "finished"
+
+
+def test_out_of_memory_dialog_suggests_a_smaller_batch(qtbot, window, pbc_small, monkeypatch):
+    import engine.learn.session as session
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(session, "train_one_epoch", oom)
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    ui.start(fast(batch_size=16, img_size=128))
+    qtbot.waitUntil(lambda: ui.failure_dialog is not None, timeout=120_000)
+    dialog = ui.failure_dialog
+    assert dialog.failed.kind == "out-of-memory" and "--batch-size 8" in dialog.informativeText()
+    assert dialog.choices["failedSmallerBatch"].text() == "Retry With Batch Size 8"
+    assert dialog.choices["failedSmallerImage"].text() == "Retry At 96 px"
+    wait_until_done(qtbot, window)
+    dialog.done(0)
+
+
+def test_a_run_made_elsewhere_is_added_and_made_active(qtbot, make_window, pbc_small, tmp_path):
+    cli_run = tmp_path / "server-run"
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "-q", "train", str(pbc_small), "--out", str(cli_run),
+                           "--backbone", LITE0, "--img-size", "64", "--epochs", "1", "--batch-size", "8",
+                           "--ask-every", "0", "--device", "cpu", "--workers", "0", "--split", "image"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    window = make_window()
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    assert ui.runs.model.runs() == []
+    assert ui.add_run(cli_run) == cli_run.resolve()
+    (row,) = ui.runs.model.runs()
+    assert row.status == "finished" and row.split == "image" and row.leaky
+    assert ui.runs.model.index(0, 4).data() == "image (leaky)"
+    ui.runs.select_run(cli_run)
+    ui.runs.active_button.click()
+    assert ui.catalog.active() == cli_run.resolve() and ui.runs.model.index(0, 0).data() == "★"
+    window.close()
+    # Another window on the same folder sees the same runs and the same active model.
+    again = make_window()
+    open_and_wait(qtbot, again, pbc_small)
+    assert [r.path for r in again.training.runs.model.runs()] == [cli_run.resolve()]
+    assert again.training.catalog.active() == cli_run.resolve()
+
+
+def test_closing_while_training_asks_then_stops_and_keeps_checkpoints(qtbot, window, pbc_small, monkeypatch):
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    run = ui.start(fast(epochs=50, ask_every=0))
+    epochs = []
+    ui.controller.epochEnded.connect(lambda e: epochs.append(e.epoch))
+    qtbot.waitUntil(lambda: bool(epochs), timeout=240_000)
+    asked = []
+
+    def answer(box):
+        asked.append(box.text())
+        return [b for b in box.buttons() if b.text().startswith("Stop")][0]
+
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: box.__dict__.setdefault("_clicked", answer(box)))
+    monkeypatch.setattr(QMessageBox, "clickedButton", lambda box: box.__dict__.get("_clicked"))
+    window.close()
+    assert asked and "keep its checkpoints" in asked[0]
+    assert not window.isVisible() and not ui.controller.running
+    card = RunDir(run).read_model_card()
+    assert card["status"] == "cancelled" and card["epochs_run"] >= 1
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_keep_training_cancels_the_close(qtbot, window, pbc_small, monkeypatch):
+    open_and_wait(qtbot, window, pbc_small)
+    ui = window.training
+    ui.start(fast(epochs=50))
+    monkeypatch.setattr(QMessageBox, "exec", lambda box: None)
+    monkeypatch.setattr(QMessageBox, "clickedButton", lambda box: box.buttons()[1])  # Keep Training
+    window.close()
+    assert window.isVisible() and ui.controller.running
+    ui.stop()
+    wait_until_done(qtbot, window)
+
+
+def test_the_dialog_blocks_a_folder_with_one_class(qtbot, window, pbc_dir, tmp_path):
+    one = tmp_path / "one-class"
+    (one / "lymphocyte").mkdir(parents=True)
+    (one / "unlabeled").mkdir()
+    for image in sorted((pbc_dir / "lymphocyte").glob("*.jpg"))[:4]:
+        (one / "lymphocyte" / image.name).symlink_to(image)
+    for image in sorted((pbc_dir / "neutrophil").glob("*.jpg"))[:3]:
+        (one / "unlabeled" / image.name).symlink_to(image)
+    open_and_wait(qtbot, window, one)
+    store = window.datasets.current.store
+    paths = [p for p in store.states() if p.startswith("unlabeled/")]
+    store.set_labels(paths[:1], "unsure", annotator="t")
+    store.set_labels(paths[1:], None, annotator="t")
+    dialog = window.training.open_train_dialog()
+    dialog.refresh()
+    assert not dialog.start_button.isEnabled()
+    assert "at least 2 classes" in dialog.problems.text()
+    assert "1 unsure and 2 unlabeled" in dialog.left_out.text()
+    dialog.reject()
+
+
+def test_a_script_trains_takes_a_screenshot_and_quits(pbc_dir, tmp_path):
+    data = link_subset(pbc_dir, tmp_path / "pbc-small", 12)
+    shot, out = tmp_path / "window.png", tmp_path / "result.json"
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import json\n"
+        f"run = app.train(backbone={LITE0!r}, img_size=64, epochs=1, batch_size=8, ask_every=0, device='cpu',"
+        " split='image')\n"
+        f"app.screenshot({str(shot)!r})\n"
+        f"json.dump({{'run': str(run), 'runs': len(app.window.training.catalog.runs())}}, open({str(out)!r}, 'w'))\n"
+        "app.quit()\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "XDG_DATA_HOME": str(tmp_path / "data"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "allblast_gui.app", str(data), "--script", str(script),
+                           "--db-dir", str(tmp_path / "db")], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert Path(result["run"]).is_dir() and result["runs"] == 1
+    assert (Path(result["run"]) / "model.pt").is_file()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    log = (tmp_path / "state" / "allblast" / "log" / "allblast.log").read_text()
+    assert "script" in log and "finished" in log
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("app.open('/no/such/folder/at/all')\n")
+    proc = subprocess.run([sys.executable, "-m", "allblast_gui.app", "--script", str(broken), "--exit-after"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ScriptError" in (tmp_path / "state" / "allblast" / "log" / "allblast.log").read_text()
+
+
+def test_the_window_starts_without_torch():
+    """torch and timm (seconds to import) load on a pool thread after the window shows, or when
+    training starts, never while the window is being built."""
+    code = ("import sys, allblast_gui.main_window, allblast_gui.app\n"
+            "heavy = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
