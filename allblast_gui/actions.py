@@ -40,7 +40,9 @@ def _label_specs() -> list[ActionSpec]:
 ACTIONS: tuple[ActionSpec, ...] = tuple([
     ActionSpec("open", "&Open Folder…", ("Ctrl+O",), "File", "Open a folder of cell images"),
     ActionSpec("import", "&Import Labels…", ("Ctrl+I",), "File", "Apply labels from a CSV file"),
-    ActionSpec("export_generic", "Export Labels (generic CSV)…", ("Ctrl+E",), "File",
+    ActionSpec("export_report", "Export &Report…", ("Ctrl+E",), "File",
+               "A printable case report (PDF or HTML) of the folder, a patient or the selection"),
+    ActionSpec("export_generic", "Export Labels (generic CSV)…", ("Ctrl+Shift+E",), "File",
                "Write path,label,patient for every cell"),
     ActionSpec("export_cnmc", "Export Labels (C-NMC CSV)…", (), "File",
                "Write Patient_ID,new_names,labels (1 = all, 0 = hem)"),
@@ -65,6 +67,15 @@ ACTIONS: tuple[ActionSpec, ...] = tuple([
     ActionSpec("show_dashboard", "Training &Dashboard", (), "Model", "Show the training curves"),
     ActionSpec("show_runs", "&Runs", (), "Model", "Show every training run of this folder"),
     ActionSpec("add_run", "&Add Run…", (), "Model", "List a run folder made with allblast-engine train"),
+    ActionSpec("predict", "&Predict…", ("Ctrl+R",), "Model",
+               "Run the active model (or any model.pt) over the folder; results appear on the tiles"),
+    ActionSpec("stop_predict", "Stop Prediction", (), "Model", "Stop; the cells done so far keep their results"),
+    ActionSpec("show_patients", "P&atients", (), "Model",
+               "Per patient: expert and model counts, and the share of a chosen class"),
+    ActionSpec("accept_prediction", "&Accept Prediction", ("A",), "Review",
+               "The model's class becomes the expert label (a selection is one undo step)"),
+    ActionSpec("saliency", "Show &Saliency", ("G",), "View",
+               "Grad-CAM heat map of the model's class over the cell in the inspector"),
     ActionSpec("shortcuts", "&Keyboard Shortcuts", ("F1",), "Help", "This table"),
     ActionSpec("log_folder", "Show &Log Folder", (), "Help", "Open the folder of allblast's log files"),
     ActionSpec("about", "&About allblast", (), "Help", ""),
@@ -103,11 +114,14 @@ def label_key_text(classes: list[str]) -> list[tuple[str, str]]:
 # a submenu the window fills itself (recent folders).
 MENUS: tuple[tuple[str, tuple], ...] = (
     ("&File", ("open", "@recent", "-", "import",
-               ("&Export Labels", ("export_generic", "export_cnmc", "export_history")), "-", "quit")),
+               ("&Export Labels", ("export_generic", "export_cnmc", "export_history")), "export_report", "-",
+               "quit")),
     ("&Edit", ("undo", "redo", "-", "select_all", "find", "-", "annotator")),
-    ("&Label", tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1)) + ("-", "label_unsure", "label_clear")),
-    ("&View", ("bigger", "smaller", "-", "zoom_in", "zoom_out", "zoom_fit", "-", "console")),
-    ("&Model", ("train", "stop_training", "-", "show_dashboard", "show_runs", "add_run")),
+    ("&Label", tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1))
+     + ("-", "label_unsure", "label_clear", "-", "accept_prediction")),
+    ("&View", ("bigger", "smaller", "-", "zoom_in", "zoom_out", "zoom_fit", "saliency", "-", "console")),
+    ("&Model", ("train", "stop_training", "-", "predict", "stop_predict", "-", "show_dashboard", "show_runs",
+                "show_patients", "add_run")),
     ("&Help", ("shortcuts", "log_folder", "-", "about")),
 )
 DYNAMIC_MENUS = {"@recent": "Open &Recent"}

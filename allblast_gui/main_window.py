@@ -24,6 +24,8 @@ from .dialogs.help_dialog import HelpDialog
 from .models.cell_list_model import CellListModel
 from .models.thumbnails import ThumbnailLoader
 from .panels.console import ConsolePanel
+from .predictions_ui import PredictionsUI
+from .reports_ui import ReportsUI
 from .scripting import ScriptApp
 from .settings import MAX_TILE, MIN_TILE, TILE_STEP, Prefs
 from .training_ui import TrainingUI
@@ -70,7 +72,10 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.tree = DatasetTree()
         self.inspector = Inspector(self.runner)
+        self.review = ReviewController(self.model, self.grid, self)
         self.training = TrainingUI(self, self.prefs)
+        self.predictions = PredictionsUI(self)
+        self.reports = ReportsUI(self)
         self.script_app = ScriptApp(self)
         self.console = ConsolePanel(self.script_app)
         self.quitting_from_script = False  # app.quit(): close without asking
@@ -81,18 +86,20 @@ class MainWindow(QMainWindow):
                                     Qt.DockWidgetArea.BottomDockWidgetArea, 340, Qt.Orientation.Vertical),
             "runs": self._dock("runsDock", "Runs", self.training.runs, Qt.DockWidgetArea.BottomDockWidgetArea, 340,
                                Qt.Orientation.Vertical),
+            "patients": self._dock("patientsDock", "Patients", self.predictions.patients,
+                                   Qt.DockWidgetArea.BottomDockWidgetArea, 340, Qt.Orientation.Vertical),
             "console": self._dock("consoleDock", "Python Console", self.console,
                                   Qt.DockWidgetArea.BottomDockWidgetArea, 260, Qt.Orientation.Vertical),
         }
         self.tabifyDockWidget(self.docks["dashboard"], self.docks["runs"])
-        self.tabifyDockWidget(self.docks["runs"], self.docks["console"])
+        self.tabifyDockWidget(self.docks["runs"], self.docks["patients"])
+        self.tabifyDockWidget(self.docks["patients"], self.docks["console"])
         self.docks["dashboard"].raise_()
         self.docks["console"].hide()
         self.status = StatusPanel()
         self.setStatusBar(self.status)
 
         self.datasets = DatasetController(self.runner, db_dir=db_dir, parent=self)
-        self.review = ReviewController(self.model, self.grid, self)
         self.review.set_annotator(self.prefs.annotator())
         self.actions = act.build_actions(self, self._handlers())
         self.recent_menu = act.build_menus(self.menuBar(), self.actions)["@recent"]
@@ -101,6 +108,7 @@ class MainWindow(QMainWindow):
         self._set_label_actions([])
         self._on_undo_state(False, False)
         self._on_training_running(False)
+        self._on_predicting(False)
         self.status.set_annotator(self.review.annotator)
         self.resize(1400, 900)
         geometry, state = self.prefs.geometry()
@@ -130,6 +138,7 @@ class MainWindow(QMainWindow):
             "export_generic": lambda: self.export_labels("generic"),
             "export_cnmc": lambda: self.export_labels("cnmc"),
             "export_history": lambda: self.export_labels("history"),
+            "export_report": lambda: self.reports.open_export_dialog(),
             "quit": self.close, "undo": r.undo, "redo": r.redo, "select_all": self.select_all,
             "find": self.filter_bar.focus_search, "annotator": self.ask_annotator,
             "bigger": lambda: self.change_tile_size(+TILE_STEP), "smaller": lambda: self.change_tile_size(-TILE_STEP),
@@ -138,6 +147,9 @@ class MainWindow(QMainWindow):
             "train": self.training.open_train_dialog, "stop_training": self.training.stop,
             "show_dashboard": lambda: self.show_dock("dashboard"), "show_runs": lambda: self.show_dock("runs"),
             "console": lambda: self.show_dock("console"), "add_run": lambda: self.training.add_run(),
+            "predict": self.predictions.open_predict_dialog, "stop_predict": self.predictions.controller.cancel,
+            "show_patients": lambda: self.show_dock("patients"), "accept_prediction": r.accept_prediction,
+            "saliency": self.inspector.toggle_saliency,
             "label_unsure": r.label_unsure, "label_clear": r.label_clear,
         }
         for i in range(1, act.MAX_CLASS_KEYS + 1):
@@ -167,6 +179,13 @@ class MainWindow(QMainWindow):
         t.message.connect(lambda text: s.showMessage(text, 15000))
         t.controller.runningChanged.connect(self._on_training_running)
         t.controller.started.connect(lambda _e: self.show_dock("dashboard"))
+        t.activeModelChanged.connect(lambda path: self.predictions.controller.show_model(path))
+        p = self.predictions
+        p.message.connect(lambda text: s.showMessage(text, 15000))
+        self.reports.message.connect(lambda text: s.showMessage(text, 15000))
+        p.progress.connect(lambda done, total: s.hide_progress() if done < 0 else s.show_progress(done, total))
+        p.controller.runningChanged.connect(self._on_predicting)
+        self.tree.disagreeRequested.connect(lambda: self.filter_bar.set_disagree_only(True))
 
     # -- opening ---------------------------------------------------------------------------------
     def open_folder(self, folder: str | Path, labels: str | Path | None = None) -> None:
@@ -188,6 +207,7 @@ class MainWindow(QMainWindow):
                               notes=list(getattr(ds.project.scan, "notes", [])))
         self.review.set_store(ds.store, ds.classes)
         self.training.set_dataset(ds)
+        self.predictions.set_dataset(ds)
         self._set_label_actions(ds.classes)
         self.status.set_db(ds.store.location, ds.store.db_path)
         self.prefs.add_recent(ds.root)
@@ -232,10 +252,19 @@ class MainWindow(QMainWindow):
         self._update_counts()
 
     def _on_labels_changed(self, changes: dict) -> None:
-        self.tree.update_counts(self.model.all_rows())
+        self.refresh_counts()
+        self.predictions.patients.schedule_refresh()
         if self.inspector.current_path() in changes:
             self.inspector.refresh()
+
+    def refresh_counts(self) -> None:
+        """Recount the tree and the status bar from the rows (labels or predictions changed)."""
+        self.tree.update_counts(self.model.all_rows())
         self._update_counts()
+
+    def refilter(self) -> None:
+        """Apply the filter bar's filter again (new numbers for a doubt sort)."""
+        self._on_filter(self.filter_bar.current_filter())
 
     def _on_undo_state(self, can_undo: bool, can_redo: bool) -> None:
         self.actions["undo"].setEnabled(can_undo)
@@ -319,6 +348,10 @@ class MainWindow(QMainWindow):
         dock.show()
         dock.raise_()
 
+    def _on_predicting(self, running: bool) -> None:
+        self.actions["stop_predict"].setEnabled(running)
+        self.actions["predict"].setEnabled(not running)
+
     def _on_training_running(self, running: bool) -> None:
         self.actions["stop_training"].setEnabled(running)
         self.actions["train"].setEnabled(not running)
@@ -350,6 +383,8 @@ class MainWindow(QMainWindow):
             event.ignore()  # keep training
             return
         self.training.shutdown()  # stops within a batch, checkpoints complete, no thread left
+        self.predictions.shutdown()
+        self.reports.shutdown()
         self.prefs.save_geometry(self.saveGeometry(), self.saveState())
         self.prefs.sync()
         self.runner.shutdown()

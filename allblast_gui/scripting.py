@@ -109,6 +109,90 @@ class ScriptApp:
             raise ScriptError(f"training failed ({outcome.kind}): {outcome.message}")
         return run_dir
 
+    def predict(self, model: str | Path | None = None, *, tta: bool = False, out: str | Path | None = None,
+                batch_size: int = 32, device: str = "auto", timeout: float | None = None) -> Path:
+        """Predict every cell of the open folder with `model` (a model.pt or a run folder; None:
+        the active model), show the results on the grid, keep them with the labels, and write a
+        predictions CSV with the columns of `allblast-engine predict` (`out`, or beside the runs).
+        Returns the CSV's path when every cell is done. The model becomes the active model."""
+        ui = self._window.predictions
+        path = ui.active_model() if model is None else Path(model).expanduser()
+        if path is None:
+            raise ScriptError("no active model: pass model=, or set one with app.set_active_model(path)")
+        if ui.controller.running:
+            raise ScriptError("a prediction is running already")
+        loop = QEventLoop()
+        ui.controller.runningChanged.connect(loop.quit)
+        try:
+            try:
+                ui.predict(path, tta=tta, batch_size=batch_size, device=device)
+            except (OSError, ValueError) as exc:
+                raise ScriptError(str(exc)) from exc
+            _run_until(loop, lambda: not ui.controller.running, timeout)
+        finally:
+            ui.controller.runningChanged.disconnect(loop.quit)
+        if ui.controller.running:
+            ui.controller.cancel()
+            ui.controller.wait()
+            raise ScriptError(f"prediction did not end within {timeout:g} s; it was stopped")
+        result = ui.controller.last_result
+        if result is None:
+            raise ScriptError(f"prediction failed: {ui.controller.last_error or 'stopped'}")
+        record = ui.controller.shown
+        if out is None:
+            out = ui._catalog().root.parent / "predictions" / f"{record.name}-{record.short}.csv"
+        out = Path(out).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.write_csv(out)
+        return out
+
+    def set_active_model(self, path: str | Path, *, timeout: float = 600) -> Path:
+        """Make a run folder (its model.pt) or a model file the active model; the grid then shows
+        its stored predictions (none until it predicts). Returns the model file."""
+        from .models.runs_catalog import model_file
+
+        loop = QEventLoop()
+        done: list[bool] = []
+        try:
+            self._window.predictions.set_active_model(Path(path).expanduser(),
+                                                      on_done=lambda: (done.append(True), loop.quit()))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ScriptError(str(exc)) from exc
+        _run_until(loop, lambda: bool(done), timeout)
+        return model_file(path)
+
+    def export_report(self, path: str | Path, scope: str = "folder", *, positive: str | None = "auto",
+                      per_class: int = 8, reviewer: str | None = None, timeout: float | None = 600) -> Path:
+        """Write a case report (.pdf or .html) of the open folder (`scope="folder"`), one patient
+        (`"patient:<id>"`) or the selected cells (`"selection"`); returns the path when written.
+        `positive`: the class whose fraction is stated ("auto": as the Patients panel, `all` for C-NMC)."""
+        ui = self._window.reports
+        try:
+            worker = ui.export_case_report(Path(path).expanduser(), scope, positive=positive, per_class=per_class,
+                                           reviewer=reviewer)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ScriptError(str(exc)) from exc
+        return self._wait_report(worker, timeout)
+
+    def export_model_report(self, run: str | Path, path: str | Path, *, timeout: float | None = 600) -> Path:
+        """Write the model report of a run folder (.pdf or .html); returns the path when written."""
+        try:
+            worker = self._window.reports.export_model_report(Path(run).expanduser(), Path(path).expanduser())
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ScriptError(str(exc)) from exc
+        return self._wait_report(worker, timeout)
+
+    def _wait_report(self, worker, timeout: float | None) -> Path:
+        loop = QEventLoop()
+        worker.finished.connect(loop.quit)
+        _run_until(loop, lambda: worker.is_done, timeout)
+        ui = self._window.reports
+        if not worker.is_done:
+            raise ScriptError(f"the report was not written within {timeout:g} s")
+        if ui.last_path is None:
+            raise ScriptError(f"report not written: {ui.last_error or 'unknown error (see the log)'}")
+        return ui.last_path
+
     def stop_training(self) -> None:
         """Stop the running training within one batch (checkpoints are kept)."""
         self._window.training.stop()

@@ -30,6 +30,7 @@ CLASS_PALETTE = (
 UNSURE_COLOR = "#E69F00"  # Okabe-Ito orange: "look again"
 UNLABELED_COLOR = "#9E9E9E"  # grey: no decision yet
 PROBLEM_COLOR = "#B00020"  # a file that cannot be shown
+DISAGREE_COLOR = "#C2185B"  # the model's class differs from the expert's label
 
 
 def label_color(label: str | None, classes: Sequence[str]) -> QColor:

@@ -34,6 +34,7 @@ REASONS = {"completed": "finished", "halted": "halted by the user", "early-stopp
 class TrainingUI(QObject):
     message = Signal(str)  # a line for the status bar
     runFinished = Signal(object)  # Path of a run that ended (finished, stopped or failed)
+    activeModelChanged = Signal(object)  # the model.pt predictions now use
 
     def __init__(self, window: QWidget, prefs) -> None:
         super().__init__(window)
@@ -198,8 +199,20 @@ class TrainingUI(QObject):
             text += (f"; test accuracy {e.test_metrics['accuracy']:.3f}, weighted F1 "
                      f"{e.test_metrics['weighted_f1']:.3f}{leaky}")
         self.dashboard.add_log(text, kind="best" if e.reason != "cancelled" else "info")
+        self._offer_as_active(Path(e.run_dir))
         self.message.emit(f"Training {REASONS.get(e.reason, e.reason)} after {e.epochs_run} epochs "
                           f"(best epoch {e.best_epoch or '–'}): see the Training dock")
+
+    def _offer_as_active(self, run_dir: Path) -> None:
+        """The first model of a folder becomes its active model, so Predict works at once; a later
+        one never replaces the expert's choice silently."""
+        if self.catalog is None or not (run_dir / "model.pt").is_file():
+            return
+        if self.catalog.active() is None:
+            self.set_active(run_dir)
+            self.dashboard.add_log(f"{run_dir.name} is now the active model (Model ▸ Predict uses it)")
+        elif self.catalog.active() != run_dir:
+            self.dashboard.add_log("to predict with this model, select it in the Runs panel and press Set Active Model")
 
     def _on_failed(self, e: TrainingFailed) -> None:
         self.dashboard.add_log(f"failed ({e.kind}): {e.message}", kind="warning")
@@ -269,6 +282,7 @@ class TrainingUI(QObject):
             return
         self.message.emit(f"Active model: {Path(path).name}")
         self.refresh_runs()
+        self.activeModelChanged.emit(self.catalog.active_model_file())
 
     # ---- closing ----------------------------------------------------------------------------------
     def confirm_close(self) -> bool:

@@ -47,6 +47,13 @@ def test_train_writes_a_complete_run_folder(run_dir, cnmc_dir):
     assert card["weights"]["sha256"] == sha256_file(lite0_package_file())  # of the weights actually used
     assert card["split"]["protocol"] == "patient" and card["split"]["leaky"] is False
     assert card["epochs_run"] == 2 and card["status"] == "completed"
+    # Temperature scaling fitted on the validation split, saved in model.pt, recorded in the card.
+    from engine.learn.model import load_model, temperature_of
+    _, _, extras = load_model(run_dir / "model.pt")
+    # Two validation cells are too few to fit a temperature: none is used (T = 1), and the card says why.
+    assert card["calibration"]["n"] < 20 and "validation cells" in card["calibration"]["skipped"]
+    assert temperature_of(extras) == 1.0
+    assert (run_dir / "val_predictions.csv").is_file() and (run_dir / "test_predictions.csv").is_file()
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -57,7 +64,7 @@ def _read_csv(path: Path) -> list[dict]:
 def test_predict_in_a_new_process_gives_the_same_probabilities(run_dir, cnmc_dir, tmp_path):
     from engine.data.scan import scan
     from engine.learn.inference import predict
-    from engine.learn.model import load_model
+    from engine.learn.model import load_model, temperature_of
 
     out = tmp_path / "pred.csv"
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "-q", "predict", str(run_dir / "model.pt"),
@@ -70,9 +77,10 @@ def test_predict_in_a_new_process_gives_the_same_probabilities(run_dir, cnmc_dir
     assert {r["path"] for r in rows} == {"C-NMC_test_prelim_phase_data/1002.bmp", "C-NMC_test_prelim_phase_data/1005.bmp"}
     assert {r["patient"] for r in rows} == {"H49", "57"}
 
-    model, spec, _ = load_model(run_dir / "model.pt", "cpu")
+    model, spec, extras = load_model(run_dir / "model.pt", "cpu")
     data = scan(cnmc_dir / "validation_data")
-    here = predict(model, spec, data.root, data.cells, device="cpu")
+    # the CLI divides by the calibrated temperature saved in model.pt: so must this reference
+    here = predict(model, spec, data.root, data.cells, device="cpu", temperature=temperature_of(extras))
     there = {r["path"]: [float(r["p_all"]), float(r["p_hem"])] for r in rows}
     for path, probs in zip(here.paths, here.probs):
         np.testing.assert_allclose(there[path], probs, atol=1e-5)

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -12,7 +12,7 @@ import torch
 
 from engine.data.cells import Cell
 from engine.data.scan import scan
-from engine.learn.events import PredictProgress
+from engine.learn.events import PredictedBatch, PredictProgress
 from engine.utils.jobs import CancelToken, Cancelled
 from engine.learn.inference import Predictions, predict, predict_iter, tta_views
 from engine.learn.metrics import classification_metrics, per_patient, score_predictions
@@ -51,8 +51,10 @@ def test_predict_reports_bad_files_and_predicts_the_rest(tiny, cnmc_with_corrupt
         except StopIteration as stop:
             preds = stop.value
             break
-    assert all(isinstance(e, PredictProgress) for e in events)
-    assert events[-1].done == events[-1].total == 6 and len(events) == 1 + 3  # start + 3 batches
+    assert all(isinstance(e, (PredictProgress, PredictedBatch)) for e in events)
+    progress = [e for e in events if isinstance(e, PredictProgress)]
+    assert progress[-1].done == progress[-1].total == 6 and len(progress) == 1 + 3  # start + 3 batches
+    assert sum(len(e.paths) for e in events if isinstance(e, PredictedBatch)) == 5  # the corrupt one is not
     assert model.training  # the caller's mode is restored
     assert isinstance(preds, Predictions) and len(preds) == 5
     assert [p.path for p in preds.problems] == [cells[2].path]
@@ -93,10 +95,25 @@ def test_cancel_is_checked_every_batch(tiny, cnmc_dir):
     cells = scan(cnmc_dir / "training_data").cells[:4]
     token = CancelToken()
     gen = predict_iter(model, spec, cnmc_dir / "training_data", cells, device="cpu", batch_size=1, cancel=token)
-    next(gen), next(gen)
+    while not (isinstance(event := next(gen), PredictProgress) and event.done == 1):
+        pass
     token.cancel()
     with pytest.raises(Cancelled):
         next(gen)
+
+
+def test_a_suspended_prediction_leaves_the_callers_thread_out_of_inference_mode(tiny, cnmc_dir):
+    """Regression: the generator yielded inside torch.inference_mode(), so whatever the driving
+    thread ran between two events (or after abandoning the generator) had inference mode on."""
+    model, spec = tiny
+    cells = scan(cnmc_dir / "training_data").cells[:2]
+    gen = predict_iter(model, spec, cnmc_dir / "training_data", cells, device="cpu", batch_size=1)
+    while not isinstance(next(gen), PredictedBatch):
+        assert not torch.is_inference_mode_enabled()
+    assert not torch.is_inference_mode_enabled()
+    with torch.no_grad():
+        torch.nn.Linear(2, 2).weight.normal_()  # what failed in the next test once a generator was abandoned
+    gen.close()
 
 
 def test_margin_and_entropy():
@@ -174,3 +191,17 @@ def test_scoring_20000_predictions_is_linear():
     assert report["n"] == n - n // 10 and report["skipped"]["unlabeled"] == n // 10
     assert sum(map(sum, report["confusion_matrix"])) == report["n"] and len(report["per_patient"]) == 47
     assert elapsed < 1.0, f"scoring {n} predictions took {elapsed:.2f} s"
+
+
+def test_a_suspended_validation_leaves_the_callers_thread_out_of_inference_mode(tiny, cnmc_dir):
+    from engine.data.dataset import CellDataset, make_loader
+    from engine.learn.loops import validate
+
+    model, spec = tiny
+    data = scan(cnmc_dir / "training_data")
+    ds = CellDataset(data.root, [c.path for c in data.cells[:4]], [spec.classes.index(c.label) for c in data.cells[:4]],
+                     img_size=spec.img_size)
+    gen = validate(model, make_loader(ds, batch_size=2, shuffle=False, device="cpu", workers=0), "cpu", spec)
+    next(gen)
+    assert not torch.is_inference_mode_enabled()
+    gen.close()

@@ -32,6 +32,7 @@ class LoadedDataset:
     classes: list[str]
     patients: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)
+    predictions: object = None  # engine.labels.predictions.ModelRecord of the predictions on the rows
 
     @property
     def store(self):
@@ -58,10 +59,27 @@ def load_dataset(root: Path, labels: Path | None, db_path: Path | None, progress
         extra = {r.current for r in rows if r.current not in (None, UNSURE)}
         classes = sorted(set(project.scan.classes) | extra)
         problems = [(p.path, p.reason) for p in project.scan.problems]
-        return LoadedDataset(project.root, project, rows, classes, project.scan.patients, problems)
+        shown = _stored_predictions(project.store, rows)
+        return LoadedDataset(project.root, project, rows, classes, project.scan.patients, problems, shown)
     except BaseException:
         project.close()
         raise
+
+
+def _stored_predictions(store, rows):
+    """Put the active model's stored predictions on the rows (reopening shows them at once)."""
+    from ..models.predictions import apply_predictions, load_stored
+    from ..models.runs_catalog import RunsCatalog
+
+    try:
+        result = load_stored(store, RunsCatalog(store).active_model_file())
+    except OSError as exc:  # an unreadable model file: open the folder without its predictions
+        log.warning("stored predictions not loaded: %s", exc)
+        return None
+    if result is None:
+        return None
+    apply_predictions({r.path: r for r in rows}, result.model.classes, result.paths, result.probs)
+    return result.model
 
 
 class DatasetController(QObject):
@@ -126,12 +144,11 @@ def _settle_heap() -> None:
 
     A 15,000-cell data set is ~100k long-lived objects; each full collection walked them all and
     stalled the GUI for 20-40 ms while scrolling. Frozen objects are still freed by reference
-    counting when the next folder replaces them (rows hold no reference cycles); whatever cycles
-    the previous folder left are collected once here, at open time, not while scrolling.
+    counting when the next folder replaces them (rows hold no reference cycles). Only the young
+    generations are collected first: a full collection (unfreezing everything, torch's objects
+    included once it is loaded) took 350 ms, in front of the first paint.
     """
-    if gc.get_freeze_count():
-        gc.unfreeze()
-        gc.collect()
+    gc.collect(1)
     gc.freeze()
 
 

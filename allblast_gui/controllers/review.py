@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from PySide6.QtCore import QObject, Signal
 
 from engine.data.cells import UNSURE
-from engine.labels.store import StoreError
+from engine.labels.store import ACCEPTED_PREDICTION, StoreError
 
 # Above this many paths, reading all states at once is cheaper than one query per path.
 _BULK_STATES = 200
@@ -32,6 +32,7 @@ class ReviewController(QObject):
         self._store = None
         self._classes: list[str] = []
         self.annotator = ""
+        self.model_short: str | None = None  # short sha256 of the model whose predictions are shown
 
     # -- context ---------------------------------------------------------------------------------
     def set_store(self, store, classes: list[str]) -> None:
@@ -87,6 +88,35 @@ class ReviewController(QObject):
             self._grid.select_path(next_path)
         shown = "unlabeled" if label is None else label
         self.message.emit(f"{len(paths)} cells labelled {shown}" if batch else f"{paths[0]} → {shown}")
+        return True
+
+    def accept_prediction(self) -> bool:
+        """Key A: the model's class becomes the expert label of the selection (or the current
+        cell), as one undoable step recorded as "accepted prediction (model <short sha>)"."""
+        if self._store is None:
+            return False
+        paths = self._grid.selected_paths() or ([p] if (p := self._grid.current_path()) else [])
+        rows = [self._model.row_for_path(p) for p in paths]
+        updates = {r.path: r.pred for r in rows if r is not None and r.pred is not None and not r.problem}
+        if not updates:
+            self.message.emit("No prediction to accept here: Model ▸ Predict first" if self.model_short is None
+                              else "The selected cells have no prediction")
+            return False
+        single = len(paths) == 1
+        next_path = self._path_after(paths[0]) if single else None
+        source = f"{ACCEPTED_PREDICTION} (model {self.model_short or 'unknown'})"
+        try:
+            _, changed = self._store.set_many(updates, annotator=self.annotator, source=source)
+        except (StoreError, KeyError) as exc:
+            self.failed.emit("The label was not saved", str(exc).strip("'\""))
+            return False
+        if changed:
+            self._push({p: updates[p] for p in changed})
+        if next_path is not None:
+            self._grid.select_path(next_path)
+        same = len(updates) - len(changed)
+        self.message.emit(f"Accepted the model's class for {len(changed)} cell{'s' if len(changed) != 1 else ''}"
+                          + (f" ({same} already had it)" if same else ""))
         return True
 
     def undo(self) -> None:

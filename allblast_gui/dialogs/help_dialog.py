@@ -20,7 +20,7 @@ def shortcut_rows(classes: list[str]) -> list[tuple[str, str, str]]:
         rows.append((spec.group, shortcut_text(spec), _describe(spec)))
     rows.append(("Grid", "Arrows, Page Up/Down, Home/End", "Move through the cells"))
     rows.append(("Grid", "Shift/Ctrl + click or arrows", "Select several cells (a label key then labels all)"))
-    order = ["Labeling", "Edit", "Grid", "View", "File", "Help"]
+    order = ["Labeling", "Review", "Edit", "Grid", "View", "Model", "File", "Help"]
     return sorted(rows, key=lambda r: order.index(r[0]) if r[0] in order else len(order))
 
 

@@ -26,11 +26,15 @@ CHANGED_ROLE = Qt.ItemDataRole.UserRole + 5  # current != original
 PATIENT_ROLE = Qt.ItemDataRole.UserRole + 6
 PROBLEM_ROLE = Qt.ItemDataRole.UserRole + 7  # why no thumbnail can be shown, else None
 ABSPATH_ROLE = Qt.ItemDataRole.UserRole + 8  # absolute file path (str)
+PREDICTED_ROLE = Qt.ItemDataRole.UserRole + 9  # the shown model's class (None: no prediction)
+PROBABILITY_ROLE = Qt.ItemDataRole.UserRole + 10  # its probability
+DISAGREES_ROLE = Qt.ItemDataRole.UserRole + 11  # model's class != current label
 
 BATCH_SIZE = 2000
 DEFAULT_TILE = 112
 
-_LABEL_ROLES = [LABEL_ROLE, CHANGED_ROLE, CELL_ROLE, Qt.ItemDataRole.ToolTipRole]
+_LABEL_ROLES = [LABEL_ROLE, CHANGED_ROLE, CELL_ROLE, DISAGREES_ROLE, Qt.ItemDataRole.ToolTipRole]
+_PREDICTION_ROLES = [PREDICTED_ROLE, PROBABILITY_ROLE, DISAGREES_ROLE, CELL_ROLE, Qt.ItemDataRole.ToolTipRole]
 _THUMB_ROLES = [Qt.ItemDataRole.DecorationRole, PROBLEM_ROLE]
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -113,6 +117,11 @@ class CellListModel(QAbstractListModel):
             return self._rows[self._visible[row]]
         return None
 
+    def row_for_path(self, path: str) -> CellRow | None:
+        """The row of a cell, whether or not the filter shows it."""
+        i = self._index_by_path().get(path)
+        return self._rows[i] if i is not None else None
+
     def abspath(self, cell: CellRow) -> str:
         path = cell.path
         if path.startswith("/"):  # rows built with absolute paths
@@ -150,24 +159,31 @@ class CellListModel(QAbstractListModel):
         until the filter changes, so the reviewer's place in the grid never jumps under them.
         """
         by_path = self._index_by_path()
-        touched: list[int] = []
         for path, label in changes.items():
             i = by_path.get(path)
-            if i is None:
-                continue
-            self._rows[i].current = label
-            row = self._visible_row.get(path)
-            if row is not None and row < self._loaded:
-                touched.append(row)
+            if i is not None:
+                self._rows[i].current = label
+        self._repaint(changes, _LABEL_ROLES)
+
+    def predictions_changed(self, paths=None) -> None:
+        """The rows of `paths` (None: every row) got new predictions: repaint the visible ones.
+        Like relabelling, this does not re-sort: the reviewer's place stays put."""
+        if paths is None:
+            if self._loaded:
+                self.dataChanged.emit(self.index(0), self.index(self._loaded - 1), _PREDICTION_ROLES)
+            return
+        self._repaint(paths, _PREDICTION_ROLES)
+
+    def _repaint(self, paths, roles) -> None:
+        touched = sorted(row for p in paths if (row := self._visible_row.get(p)) is not None and row < self._loaded)
         if not touched:
             return
-        touched.sort()
-        if len(touched) > 64:  # a bulk relabel: one span instead of thousands of signals
-            self.dataChanged.emit(self.index(touched[0]), self.index(touched[-1]), _LABEL_ROLES)
+        if len(touched) > 64:  # a bulk change: one span instead of thousands of signals
+            self.dataChanged.emit(self.index(touched[0]), self.index(touched[-1]), roles)
             return
         for row in touched:
             idx = self.index(row)
-            self.dataChanged.emit(idx, idx, _LABEL_ROLES)
+            self.dataChanged.emit(idx, idx, roles)
 
     def _index_by_path(self) -> dict[str, int]:
         # Built on the first relabel after set_rows, not per call: a bulk relabel of a
@@ -254,7 +270,7 @@ class CellListModel(QAbstractListModel):
         i = self._visible[row]
         cell = self._rows[i]
         problem = cell.problem or self._loader.failure(self.abspath(cell))
-        inputs = (cell.current, problem)
+        inputs = (cell.current, problem, cell.pred, cell.pred_p)
         cached = self._tooltips.get(i)
         if cached is None or cached[0] != inputs:
             cached = self._tooltips[i] = (inputs, self._tooltip(cell))
@@ -268,6 +284,9 @@ class CellListModel(QAbstractListModel):
             lines.append(f"label: {label_text(cell.current)}")
         if cell.width and cell.height:
             lines.append(f"{cell.width} x {cell.height} px")
+        if cell.pred is not None:
+            lines.append(f"model: {cell.pred} ({cell.pred_p:.0%}), margin {cell.margin:.2f}"
+                         + ("; disagrees with the label" if cell.disagrees else ""))
         problem = cell.problem or self._loader.failure(self.abspath(cell))
         if problem:
             lines.append(f"problem: {problem}")
@@ -278,7 +297,8 @@ class CellListModel(QAbstractListModel):
         names.update({
             CELL_ROLE: b"cell", PATH_ROLE: b"path", LABEL_ROLE: b"label",
             ORIGINAL_ROLE: b"original", CHANGED_ROLE: b"changed", PATIENT_ROLE: b"patient",
-            PROBLEM_ROLE: b"problem", ABSPATH_ROLE: b"abspath",
+            PROBLEM_ROLE: b"problem", ABSPATH_ROLE: b"abspath", PREDICTED_ROLE: b"predicted",
+            PROBABILITY_ROLE: b"probability", DISAGREES_ROLE: b"disagrees",
         })
         return names
 
@@ -319,4 +339,7 @@ _ROLE_GETTERS: dict[int, Callable[[CellListModel, int], object]] = {
     PROBLEM_ROLE: CellListModel.problem,
     ABSPATH_ROLE: lambda m, r: m.abspath(m._rows[m._visible[r]]),
     Qt.ItemDataRole.ToolTipRole: CellListModel._tooltip_row,
+    PREDICTED_ROLE: lambda m, r: m._rows[m._visible[r]].pred,
+    PROBABILITY_ROLE: lambda m, r: m._rows[m._visible[r]].pred_p,
+    DISAGREES_ROLE: lambda m, r: m._rows[m._visible[r]].disagrees,
 }

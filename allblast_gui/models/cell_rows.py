@@ -5,6 +5,7 @@ indices `apply_filter` returns, so filtering and sorting are testable and fast w
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -13,7 +14,7 @@ from typing import Any
 from engine.data.cells import UNSURE
 from engine.utils.natsort import natural_key
 
-SORT_KEYS = ("name", "patient", "label")
+SORT_KEYS = ("name", "patient", "label", "margin", "entropy")
 
 
 @dataclass(slots=True)
@@ -33,6 +34,14 @@ class CellRow:
     width: int = 0
     height: int = 0
     mtime_ns: int = 0
+    # The shown model's output (models.predictions sets them): probabilities in `pred_classes`
+    # order, and what filters and sorts read from them.
+    probs: Any = None  # np.ndarray (C,) float32, or None: no prediction
+    pred_classes: tuple[str, ...] = ()
+    pred: str | None = None
+    pred_p: float = math.nan  # probability of `pred`
+    margin: float = math.nan  # top-1 minus top-2: small = doubtful
+    entropy: float = math.nan
     # Sort/search keys, computed once on first use: 15,000 regex splits per re-sort would
     # cost more than the sort itself.
     _name_key: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -42,6 +51,11 @@ class CellRow:
     @property
     def changed(self) -> bool:
         return self.current != self.original
+
+    @property
+    def disagrees(self) -> bool:
+        """The model's class differs from the expert's current label (a class the model knows)."""
+        return self.pred is not None and self.current != self.pred and self.current in self.pred_classes
 
     @classmethod
     def from_cell(cls, cell: Any, current: Any = ...) -> CellRow:
@@ -120,7 +134,10 @@ class CellFilter:
     unsure_only: bool = False
     patients: frozenset[str] | None = None  # patient in this set; cells without one excluded
     text: str = ""  # case-insensitive substring of the relative path (includes the name)
-    sort: str = "name"  # "name" | "patient" | "label"
+    disagree_only: bool = False  # the model's class differs from the current label
+    predicted: frozenset[str] | None = None  # the model's class in this set
+    prob_range: tuple[float, float] | None = None  # probability of the model's class within [lo, hi]
+    sort: str = "name"  # name | patient | label | margin (most doubtful first) | entropy (highest first)
 
 
 def _label_key(label: str | None) -> str:
@@ -157,11 +174,27 @@ def apply_filter(rows: Sequence[CellRow], flt: CellFilter) -> list[int]:
     text = flt.text.strip().lower()
     if text:
         idx = [i for i in idx if text in rows[i].haystack()]
+    if flt.disagree_only:
+        idx = [i for i in idx if rows[i].disagrees]
+    if flt.predicted is not None:
+        predicted = flt.predicted
+        idx = [i for i in idx if rows[i].pred in predicted]
+    if flt.prob_range is not None:
+        lo, hi = flt.prob_range
+        idx = [i for i in idx if lo <= rows[i].pred_p <= hi]  # NaN (no prediction) fails both
 
     if flt.sort == "name":
         key = lambda i: rows[i].name_key()  # noqa: E731
     elif flt.sort == "patient":
         key = lambda i: (rows[i].patient_key(), rows[i].name_key())  # noqa: E731
+    elif flt.sort == "margin":  # most doubtful first; cells without a prediction last
+        key = lambda i: (_doubt_key(rows[i].margin), rows[i].name_key())  # noqa: E731
+    elif flt.sort == "entropy":
+        key = lambda i: (_doubt_key(-rows[i].entropy), rows[i].name_key())  # noqa: E731
     else:
         key = lambda i: (_label_key(rows[i].current), rows[i].name_key())  # noqa: E731
     return sorted(idx, key=key)
+
+
+def _doubt_key(value: float) -> tuple[int, float]:
+    return (1, 0.0) if math.isnan(value) else (0, value)

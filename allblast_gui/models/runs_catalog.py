@@ -65,11 +65,25 @@ class RunsCatalog:
         return out
 
     def active(self) -> Path | None:
+        """The active model as it was chosen: a run folder, or a model file made elsewhere."""
         value = self._store.meta(ACTIVE_KEY)
         return Path(value) if value else None
 
+    def active_model_file(self) -> Path | None:
+        return model_file(self.active())
+
     def set_active(self, path: str | Path | None) -> None:
-        if path is not None and not (Path(path) / "model.pt").is_file():
-            raise FileNotFoundError(f"{path} has no model.pt yet: only a run with a finished epoch can be the "
-                                    "active model")
+        """Make a run folder (its model.pt) or a model file the one predictions use."""
+        if path is not None and model_file(path) is None:
+            raise FileNotFoundError(f"{path} has no model.pt yet: only a run with a finished epoch, or a model "
+                                    "file, can be the active model")
         self._store.set_meta(ACTIVE_KEY, None if path is None else str(Path(path).resolve()))
+
+
+def model_file(path: str | Path | None) -> Path | None:
+    """The model.pt a run folder or a model path names (None when there is none)."""
+    if path is None:
+        return None
+    path = Path(path)
+    candidate = path / "model.pt" if path.is_dir() else path
+    return candidate if candidate.is_file() else None

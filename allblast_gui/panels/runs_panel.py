@@ -11,10 +11,12 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import (
-    QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QTableView, QVBoxLayout, QWidget,
+    QHBoxLayout, QPushButton, QVBoxLayout, QWidget,
 )
 
 from engine.learn.runs import RunSummary
+
+from ..views.tables import row_table
 
 _Index = QModelIndex | QPersistentModelIndex
 COLUMNS = ("Active", "Date", "Backbone", "Size", "Split", "Epochs", "Best", "Val acc", "Val F1", "Status")
@@ -34,7 +36,9 @@ class RunsTableModel(QAbstractTableModel):
 
     def set_runs(self, runs: list[RunSummary], active: Path | None) -> None:
         self.beginResetModel()
-        self._runs, self._active = list(runs), (active.resolve() if active else None)
+        # The active model may be a run folder or its model.pt: either marks the run.
+        active = active.resolve() if active else None
+        self._runs, self._active = list(runs), (active.parent if active and active.is_file() else active)
         self.endResetModel()
 
     def run_at(self, row: int) -> RunSummary | None:
@@ -96,21 +100,13 @@ class RunsPanel(QWidget):
     activateRequested = Signal(object)  # Path
     addRequested = Signal()
     refreshRequested = Signal()
+    reportRequested = Signal(object)  # Path of the run whose model report to write
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("runsPanel")
         self.model = RunsTableModel(self)
-        self.table = QTableView(objectName="runsTable")
-        self.table.setModel(self.model)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.setAlternatingRowColors(True)
-        header = self.table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        self.table = row_table(self.model, "runsTable")
         self.table.selectionModel().currentRowChanged.connect(self._on_current)
         self.table.doubleClicked.connect(lambda index: self.runSelected.emit(self.selected_path()))
 
@@ -120,13 +116,18 @@ class RunsPanel(QWidget):
         self.resume_button.setToolTip("Continue training the selected run from its last checkpoint")
         self.active_button = QPushButton("Set Active Model", objectName="runsActivate")
         self.active_button.setToolTip("Predictions use the active model")
+        self.report_button = QPushButton("Model Report…", objectName="runsReport")
+        self.report_button.setToolTip("A printable report of the selected run: data, curves, confusion matrix, "
+                                      "per-class and per-patient metrics, model card (PDF or HTML)")
         self.refresh_button = QPushButton("Refresh", objectName="runsRefresh")
+        self.report_button.clicked.connect(lambda: self._emit_for_selection(self.reportRequested))
         self.add_button.clicked.connect(self.addRequested)
         self.refresh_button.clicked.connect(self.refreshRequested)
         self.resume_button.clicked.connect(lambda: self._emit_for_selection(self.resumeRequested))
         self.active_button.clicked.connect(lambda: self._emit_for_selection(self.activateRequested))
         buttons = QHBoxLayout()
-        for b in (self.add_button, self.resume_button, self.active_button, self.refresh_button):
+        for b in (self.add_button, self.resume_button, self.active_button, self.report_button,
+                  self.refresh_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         layout = QVBoxLayout(self)
@@ -175,3 +176,4 @@ class RunsPanel(QWidget):
         self.resume_button.setEnabled(run is not None and not running and run.status != "running"
                                       and (run.path / "last.pt").is_file())
         self.active_button.setEnabled(run is not None and (run.path / "model.pt").is_file())
+        self.report_button.setEnabled(run is not None and run.status != "running" and (run.path / "model.pt").is_file())

@@ -157,6 +157,19 @@ class CellGridView(QListView):
         self._go_to(row)
         return True
 
+    def select_paths(self, paths) -> int:
+        """Select exactly the shown cells among `paths` (the first becomes current); returns how many."""
+        model = self.cell_model()
+        rows = sorted(r for p in paths if model is not None and (r := model.row_of(p)) is not None)
+        selection = QItemSelection()
+        for r in rows:
+            index = model.index(r, 0)
+            selection.select(index, index)
+        if rows:
+            self.setCurrentIndex(model.index(rows[0], 0))
+        self.selectionModel().select(selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+        return len(rows)
+
     def advance(self, step: int = 1) -> bool:
         """Move to the cell `step` places on (clamped), selecting only it; False at the end."""
         model = self.cell_model()

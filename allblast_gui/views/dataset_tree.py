@@ -19,7 +19,7 @@ from engine.data.cells import UNSURE
 from ..models.cell_rows import CellRow
 from ..style import label_color, label_text
 
-KIND = Qt.ItemDataRole.UserRole  # ("all"|"class"|"patient"|"changed"|"problem", value)
+KIND = Qt.ItemDataRole.UserRole  # ("all"|"class"|"patient"|"changed"|"disagree"|"problem", value)
 NO_PATIENT = "(no patient id)"
 
 
@@ -34,6 +34,7 @@ class DatasetTree(QTreeWidget):
     patientRequested = Signal(object)  # patient id
     allRequested = Signal()
     changedRequested = Signal()
+    disagreeRequested = Signal()
     cellRequested = Signal(str)  # relative path (a problem file)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -74,6 +75,9 @@ class DatasetTree(QTreeWidget):
             item = self._add(classes_node, ("class", special), label_text(special))
             item.setIcon(0, _swatch(label_color(special, classes)))
         self._add(None, ("changed", None), "Changed by review")
+        disagree = self._add(None, ("disagree", None), "Disagreements with the model")
+        disagree.setToolTip(0, "Cells whose predicted class differs from the current label (once a model has "
+                               "predicted: Model ▸ Predict)")
         patients_node = self._add(None, ("header", "patients"), "Patients" if patients else "Patients: none found")
         if not patients:
             patients_node.setToolTip(0, "\n\n".join(notes) or "No patient ids in the file names")
@@ -108,11 +112,16 @@ class DatasetTree(QTreeWidget):
         by_class = Counter(r.current for r in readable)
         by_patient = Counter(r.patient for r in readable)
         changed = sum(1 for r in readable if r.current != r.original)
+        disagreements = sum(1 for r in readable if r.disagrees)
+        predicted = any(r.pred is not None for r in readable)
         self._set_count(("all", None), len(readable))
         self._set_count(("header", "classes"), sum(by_class[c] for c in self._classes))
         for cls in [*self._classes, UNSURE, None]:
             self._set_count(("class", cls), by_class.get(cls, 0))
         self._set_count(("changed", None), changed)
+        item = self._items.get(("disagree", None))
+        if item is not None:
+            item.setText(1, f"{disagreements:,}" if predicted else "–")
         for (kind, value), item in self._items.items():
             if kind == "patient":
                 item.setText(1, str(by_patient.get(value, 0)))
@@ -141,6 +150,8 @@ class DatasetTree(QTreeWidget):
             self.patientRequested.emit(value)
         elif what == "changed":
             self.changedRequested.emit()
+        elif what == "disagree":
+            self.disagreeRequested.emit()
         elif what == "problem":
             self.cellRequested.emit(value)
         elif what == "header" and value == "patients":

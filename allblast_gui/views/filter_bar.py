@@ -6,8 +6,10 @@ the reviewer pauses, not on every keystroke. The data set tree drives the same c
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QWidget
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget,
+)
 
 from engine.data.cells import UNSURE
 
@@ -16,7 +18,9 @@ from ..models.cell_rows import CellFilter
 SEARCH_DEBOUNCE_MS = 250
 ALL = "__all__"
 UNLABELED = "__unlabeled__"
-SORTS = (("name", "File name"), ("patient", "Patient"), ("label", "Label"))
+SORTS = (("name", "File name"), ("patient", "Patient"), ("label", "Label"),
+         ("margin", "Doubt (margin)"), ("entropy", "Doubt (entropy)"))
+ANY = "__any__"
 
 
 class FilterBar(QWidget):
@@ -35,27 +39,62 @@ class FilterBar(QWidget):
         self.sort_combo = QComboBox(objectName="filterSort")
         for key, text in SORTS:
             self.sort_combo.addItem(text, key)
+        self.sort_combo.setItemData(3, "Most doubtful first: the smallest gap between the model's two best classes",
+                                    Qt.ItemDataRole.ToolTipRole)
+        self.sort_combo.setItemData(4, "Most doubtful first: the highest entropy of the model's probabilities",
+                                    Qt.ItemDataRole.ToolTipRole)
 
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(4, 2, 4, 2)
+        # The model's row: shown once a model's predictions are on the grid.
+        self.disagree_check = QCheckBox("Disagrees with label", objectName="filterDisagree")
+        self.predicted_combo = QComboBox(objectName="filterPredicted")
+        self.prob_min = QDoubleSpinBox(objectName="filterProbMin", minimum=0.0, maximum=1.0, singleStep=0.05,
+                                       decimals=2)
+        self.prob_max = QDoubleSpinBox(objectName="filterProbMax", minimum=0.0, maximum=1.0, singleStep=0.05,
+                                       decimals=2, value=1.0)
+        self.prob_min.setToolTip("Show cells whose predicted class has at least this probability")
+        self.prob_max.setToolTip("...and at most this one (e.g. 0.5-0.7: the doubtful middle)")
+
+        rows = QVBoxLayout(self)
+        rows.setContentsMargins(4, 2, 4, 2)
+        rows.setSpacing(2)
+        first = QHBoxLayout()
         for label, widget in (("Class", self.class_combo), (None, self.changed_check),
                               ("Patient", self.patient_combo), (None, self.search),
                               ("Sort", self.sort_combo)):
-            if label:
-                caption = QLabel(label)
-                caption.setBuddy(widget)
-                layout.addWidget(caption)
-            layout.addWidget(widget, 1 if widget is self.search else 0)
+            self._add(first, label, widget, 1 if widget is self.search else 0)
+        self.model_row = QWidget(objectName="filterModelRow")
+        second = QHBoxLayout(self.model_row)
+        second.setContentsMargins(0, 0, 0, 0)
+        self.model_caption = QLabel("Model:")
+        second.addWidget(self.model_caption)
+        for label, widget in ((None, self.disagree_check), ("Predicted", self.predicted_combo),
+                              ("Probability from", self.prob_min), ("to", self.prob_max)):
+            self._add(second, label, widget)
+        second.addStretch(1)
+        rows.addLayout(first)
+        rows.addWidget(self.model_row)  # always there: a first prediction must not move the grid
+        self._set_model_enabled(False)
 
         self._debounce = QTimer(self, singleShot=True, interval=SEARCH_DEBOUNCE_MS)
         self._debounce.timeout.connect(self._emit)
         self.search.textChanged.connect(self._debounce.start)
         self.search.returnPressed.connect(self._emit)  # Enter: filter now
-        for combo in (self.class_combo, self.patient_combo, self.sort_combo):
+        for combo in (self.class_combo, self.patient_combo, self.sort_combo, self.predicted_combo):
             combo.currentIndexChanged.connect(self._emit)
         self.changed_check.toggled.connect(self._emit)
+        self.disagree_check.toggled.connect(self._emit)
+        for spin in (self.prob_min, self.prob_max):
+            spin.valueChanged.connect(self._debounce.start)
         self._quiet = False
         self.set_choices([], [])
+
+    @staticmethod
+    def _add(layout, label, widget, stretch=0) -> None:
+        if label:
+            caption = QLabel(label)
+            caption.setBuddy(widget)
+            layout.addWidget(caption)
+        layout.addWidget(widget, stretch)
 
     # -- choices of the open data set ------------------------------------------------------------
     def set_choices(self, classes: list[str], patients: list[str]) -> None:
@@ -77,6 +116,38 @@ class FilterBar(QWidget):
             self._quiet = False
         self.show_all()
 
+    def set_model(self, name: str | None, classes: list[str] | None) -> None:
+        """The model whose predictions are shown (None: none): its row of filters, and the doubt
+        sorts, are offered only then. Keeps the current choices when the classes stay the same;
+        emits the filter only if that changed it."""
+        before = self.current_filter()
+        self._quiet = True
+        try:
+            keep = self.predicted_combo.currentData()
+            self.predicted_combo.clear()
+            self.predicted_combo.addItem("any class", ANY)
+            for c in classes or []:
+                self.predicted_combo.addItem(c, c)
+            index = self.predicted_combo.findData(keep)
+            self.predicted_combo.setCurrentIndex(max(0, index))
+            self.model_caption.setToolTip(name or "")
+            self._set_model_enabled(bool(classes))
+            if not classes:
+                self.disagree_check.setChecked(False)
+                self.prob_min.setValue(0.0)
+                self.prob_max.setValue(1.0)
+                if self.sort_combo.currentData() in ("margin", "entropy"):
+                    self.sort_combo.setCurrentIndex(0)
+        finally:
+            self._quiet = False
+        if self.current_filter() != before:
+            self._emit()
+
+    def _set_model_enabled(self, on: bool) -> None:
+        self.model_caption.setText("Model:" if on else "Model: none yet (Model ▸ Predict)")
+        for w in (self.disagree_check, self.predicted_combo, self.prob_min, self.prob_max):
+            w.setEnabled(on)
+
     # -- driven by the data set tree -------------------------------------------------------------
     def show_class(self, label: str | None) -> None:
         """Show one class (`UNSURE`, None = unlabeled); keeps the other criteria."""
@@ -91,6 +162,10 @@ class FilterBar(QWidget):
             self.class_combo.setCurrentIndex(0)
             self.patient_combo.setCurrentIndex(0)
             self.changed_check.setChecked(False)
+            self.disagree_check.setChecked(False)
+            self.predicted_combo.setCurrentIndex(0)
+            self.prob_min.setValue(0.0)
+            self.prob_max.setValue(1.0)
             self.search.clear()
             self._debounce.stop()
         finally:
@@ -99,6 +174,12 @@ class FilterBar(QWidget):
 
     def set_changed_only(self, on: bool) -> None:
         self.changed_check.setChecked(on)
+
+    def set_disagree_only(self, on: bool) -> None:
+        self.disagree_check.setChecked(on)
+
+    def set_sort(self, key: str) -> None:
+        self._select(self.sort_combo, key)
 
     def focus_search(self) -> None:
         self.search.setFocus()
@@ -113,6 +194,8 @@ class FilterBar(QWidget):
     def current_filter(self) -> CellFilter:
         cls = self.class_combo.currentData()
         patient = self.patient_combo.currentData()
+        predicted = self.predicted_combo.currentData()
+        lo, hi = self.prob_min.value(), self.prob_max.value()
         return CellFilter(
             classes=frozenset([cls]) if cls not in (None, ALL, UNLABELED, UNSURE) else None,
             changed_only=self.changed_check.isChecked(),
@@ -120,6 +203,9 @@ class FilterBar(QWidget):
             unsure_only=cls == UNSURE,
             patients=frozenset([patient]) if patient not in (None, ALL) else None,
             text=self.search.text(),
+            disagree_only=self.disagree_check.isChecked(),
+            predicted=frozenset([predicted]) if predicted not in (None, ANY) else None,
+            prob_range=(lo, hi) if (lo > 0.0 or hi < 1.0) else None,
             sort=self.sort_combo.currentData() or "name",
         )
 

@@ -1,5 +1,6 @@
 """The cell inspector (right dock): the full-resolution cell with zoom and pan, its facts, its
-label history from the store, and the predictions section (filled once a model has run).
+label history from the store, and the shown model's prediction (a bar per class, margin, entropy)
+with a Grad-CAM heat map over the cell on demand (key G).
 
 The image is decoded on a pool thread (a QImage, which is thread-safe); only the GUI thread makes
 the QPixmap. Moving through cells quickly makes earlier loads stale, so only the latest is shown.
@@ -10,17 +11,18 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView, QFormLayout, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QGroupBox,
-    QHeaderView, QLabel, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QFormLayout, QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QGroupBox,
+    QHeaderView, QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from engine.data.imaging import read_rgb
 from ..models.cell_rows import CellRow
 from ..models.thumbnails import rgb_to_qimage
 from ..style import label_text
+from .prediction_view import PredictionView, heat_map_image
 from ..workers import TaskRunner
 
 LOAD_KEY = "inspector-image"
@@ -50,10 +52,21 @@ class ImageView(QGraphicsView):
         self.setBackgroundBrush(Qt.GlobalColor.black)  # C-NMC cells are segmented onto black
         self.setMinimumSize(200, 200)
         self._fitted = True
+        self._overlay = QGraphicsPixmapItem()  # a heat map over the cell (Grad-CAM)
+        self._overlay.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._scene.addItem(self._overlay)
         self._text = self._scene.addText("")
         self._text.setDefaultTextColor(Qt.GlobalColor.lightGray)
 
+    def set_overlay(self, pixmap: QPixmap | None) -> None:
+        """A translucent picture the size of the cell, drawn over it (None removes it)."""
+        self._overlay.setPixmap(pixmap if pixmap is not None else QPixmap())
+
+    def has_overlay(self) -> bool:
+        return not self._overlay.pixmap().isNull()
+
     def set_pixmap(self, pixmap: QPixmap | None, message: str = "") -> None:
+        self._overlay.setPixmap(QPixmap())
         self._item.setPixmap(pixmap if pixmap is not None else QPixmap())
         self._text.setPlainText(message)
         rect = self._item.boundingRect() if pixmap is not None else self._text.boundingRect()
@@ -99,6 +112,8 @@ class ImageView(QGraphicsView):
 
 
 class Inspector(QWidget):
+    saliencyRequested = Signal(str)  # the cell whose heat map to compute
+
     def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("inspector")
@@ -135,22 +150,61 @@ class Inspector(QWidget):
         history_box = QGroupBox("Label history")
         QVBoxLayout(history_box).addWidget(self.history)
 
-        self.predictions = QLabel("No predictions for this cell", objectName="inspectorPredictions")
-        self.predictions.setWordWrap(True)
-        predictions_box = QGroupBox("Predictions")
+        self.predictions = PredictionView()
+        self.predictions.saliency_button.toggled.connect(self._on_saliency_toggled)
+        predictions_box = QGroupBox("Prediction")
         QVBoxLayout(predictions_box).addWidget(self.predictions)
 
+        # Facts, prediction and history scroll under the image: a model with many classes must not
+        # make the dock (and the window) taller than the screen.
+        details = QWidget()
+        box = QVBoxLayout(details)
+        box.setContentsMargins(0, 0, 0, 0)
+        box.addLayout(form)
+        box.addWidget(predictions_box)
+        box.addWidget(history_box, 1)
+        self.history.setMinimumHeight(90)
+        scroll = QScrollArea(objectName="inspectorDetails")
+        scroll.setWidget(details)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.image, 3)
-        layout.addLayout(form)
-        layout.addWidget(history_box, 1)
-        layout.addWidget(predictions_box)
+        layout.addWidget(scroll, 4)
         self.show_cell(None)
 
     def set_context(self, root: Path | None, store) -> None:
         self._root, self._store = root, store
         self.show_cell(None)
+
+    # -- saliency (Grad-CAM) ---------------------------------------------------------------------
+    def toggle_saliency(self) -> None:
+        self.predictions.saliency_button.toggle()
+
+    @property
+    def saliency_on(self) -> bool:
+        return self.predictions.saliency_button.isChecked()
+
+    def _on_saliency_toggled(self, on: bool) -> None:
+        if not on:
+            self.image.set_overlay(None)
+            self.predictions.set_saliency_text("")
+        elif self._row is not None and not self._row.problem:
+            self.predictions.set_saliency_text("computing the heat map…")
+            self.saliencyRequested.emit(self._row.path)
+
+    def show_saliency(self, path: str, cam, class_name: str) -> None:
+        """The Grad-CAM heat map of `path` (H, W in [0, 1]) over the shown cell."""
+        if self._row is None or self._row.path != path or not self.saliency_on:
+            return
+        self.image.set_overlay(QPixmap.fromImage(heat_map_image(cam)))
+        self.predictions.set_saliency_text(f"heat map: where the model saw {class_name}")
+
+    def saliency_failed(self, path: str, message: str) -> None:
+        if self._row is not None and self._row.path == path:
+            self.predictions.set_saliency_text(f"no heat map: {message}")
 
     def current_path(self) -> str | None:
         return self._row.path if self._row is not None else None
@@ -165,6 +219,9 @@ class Inspector(QWidget):
             self.image.set_pixmap(None, "Select a cell" if self._root is not None else "")
             return
         self.image.set_pixmap(None, "Loading…")
+        if self.saliency_on and not row.problem:
+            self.predictions.set_saliency_text("computing the heat map…")
+            self.saliencyRequested.emit(row.path)
         worker = self._runner.run(load_qimage, str(self._root / row.path), key=LOAD_KEY)
         worker.result.connect(lambda img, p=row.path: self._on_image(p, img))
         worker.error.connect(lambda exc, p=row.path: self._on_image(p, None, str(exc)))
@@ -194,7 +251,15 @@ class Inspector(QWidget):
         for key, text in values.items():
             self.fields[key].setText(text)
             self.fields[key].setToolTip(row.path if key == "name" and row else "")
+        self.predictions.show_row(row, self._model_name)
         self._fill_history()
+
+    _model_name = ""
+
+    def set_model_name(self, name: str) -> None:
+        """The model whose predictions the rows carry ("" when none is shown)."""
+        self._model_name = name
+        self.predictions.show_row(self._row, name)
 
     def _fill_history(self) -> None:
         changes = []

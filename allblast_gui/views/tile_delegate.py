@@ -16,7 +16,7 @@ from PySide6.QtGui import QColor, QPainter, QPainterPath, QPalette, QPen, QPixma
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from ..models.cell_list_model import CHANGED_ROLE, DEFAULT_TILE, LABEL_ROLE, PROBLEM_ROLE, CellListModel
-from ..style import PROBLEM_COLOR, is_unsure, label_color, label_text
+from ..style import DISAGREE_COLOR, PROBLEM_COLOR, is_unsure, label_color, label_text
 
 MARGIN = 4  # around the tile, inside the grid cell: selection shows as a frame around it
 EDGE = 3  # label-coloured edge around the thumbnail
@@ -63,16 +63,18 @@ class TileDelegate(QStyledItemDelegate):
         dpr = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
         palette, font = option.palette, option.font
         label = cell.current
+        badge = (cell.pred, round(cell.pred_p * 100), cell.disagrees) if cell.pred is not None else None
         key = (
             # Loading and unreadable tiles look the same for every cell with the same label.
             cell.path if pixmap is not None else None, pixmap.cacheKey() if pixmap is not None else 0,
-            label, cell.changed, problem, model.tile_size(), w, h, selected, dpr,
+            label, cell.changed, problem, badge, model.tile_size(), w, h, selected, dpr,
             model.classes_version(), id(model), palette.cacheKey(), font.key(),
         )
         cache = self._cache
         tile_pm = cache.get(key)
         if tile_pm is None:
-            tile_pm = self._render_tile(option, model, label, cell.changed, pixmap, problem, selected, w, h, dpr)
+            tile_pm = self._render_tile(option, model, label, cell.changed, pixmap, problem, selected, w, h, dpr,
+                                        badge)
             cache[key] = tile_pm
             if len(cache) == 1:
                 self._cache_max = max(64, CACHE_BYTES // max(1, tile_pm.width() * tile_pm.height() * 4))
@@ -85,7 +87,7 @@ class TileDelegate(QStyledItemDelegate):
             self._draw_focus(painter, rect, palette)
 
     def _render_tile(self, option: QStyleOptionViewItem, model, label, changed: bool, pixmap, problem,
-                     selected: bool, w: int, h: int, dpr: float) -> QPixmap:
+                     selected: bool, w: int, h: int, dpr: float, badge=None) -> QPixmap:
         self.renders += 1
         out = QPixmap(max(1, round(w * dpr)), max(1, round(h * dpr)))
         out.setDevicePixelRatio(dpr)
@@ -96,7 +98,7 @@ class TileDelegate(QStyledItemDelegate):
         try:
             p.setFont(option.font)  # as the view's painter has: problem text derives from it
             self._draw_tile(p, option, QRect(0, 0, w, h), model.tile_size(), model.classes(), label, changed,
-                            pixmap, problem, selected)
+                            pixmap, problem, selected, badge)
         finally:
             p.end()
         return out
@@ -123,7 +125,7 @@ class TileDelegate(QStyledItemDelegate):
         painter.restore()
 
     def _draw_tile(self, painter: QPainter, option: QStyleOptionViewItem, rect: QRect, tile: int, classes,
-                   label, changed: bool, pixmap, problem, selected: bool) -> None:
+                   label, changed: bool, pixmap, problem, selected: bool, badge=None) -> None:
         palette = option.palette
         color = label_color(label, classes)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
@@ -149,6 +151,8 @@ class TileDelegate(QStyledItemDelegate):
         self._draw_edge(painter, square, QColor(PROBLEM_COLOR) if problem else color, is_unsure(label))
         if changed:
             self._draw_changed_mark(painter, square, color)
+        if badge is not None:
+            self._draw_badge(painter, inner, option, classes, *badge)
 
         # Label text under the thumbnail.
         painter.setFont(option.font)
@@ -193,6 +197,29 @@ class TileDelegate(QStyledItemDelegate):
         painter.setBrush(color)
         painter.drawPath(path)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+
+    @staticmethod
+    def _draw_badge(painter: QPainter, inner: QRect, option: QStyleOptionViewItem, classes, predicted: str,
+                    percent: int, disagrees: bool) -> None:
+        """The model's class and probability in the bottom-right corner ("neut 93%"); a model that
+        disagrees with the label gets a red badge with "≠" in front."""
+        painter.save()
+        font = painter.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.78))
+        font.setBold(disagrees)
+        painter.setFont(font)
+        fm = painter.fontMetrics()
+        name = predicted if fm.horizontalAdvance(predicted) < inner.width() * 0.55 else predicted[:4]
+        text = f"{'≠ ' if disagrees else ''}{name} {percent}%"
+        text = fm.elidedText(text, Qt.TextElideMode.ElideRight, inner.width() - 4)
+        tw, th = fm.horizontalAdvance(text) + 6, fm.height() + 1
+        box = QRect(inner.right() - tw + 1, inner.bottom() - th + 1, tw, th)
+        background = QColor(DISAGREE_COLOR) if disagrees else label_color(predicted, classes).darker(130)
+        background.setAlpha(225)
+        painter.fillRect(box, background)
+        painter.setPen(QColor("#FFFFFF"))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
 
     @staticmethod
     def _draw_problem(painter: QPainter, target: QRect, reason: str, option: QStyleOptionViewItem) -> None:

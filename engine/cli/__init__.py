@@ -26,6 +26,7 @@ Typical use on C-NMC 2019:
   allblast-engine train C-NMC/training_data --out runs/b3 --epochs 10
   allblast-engine evaluate runs/b3/model.pt C-NMC/validation_data --json eval.json
   allblast-engine predict runs/b3/model.pt my_slide/ --out predictions.csv --tta
+  allblast-engine report runs/b3 --out b3.pdf --data my_slide/
 """
 
 # Engine errors that carry a message for the user (matched by name: importing their modules here
@@ -36,6 +37,7 @@ _USER_ERRORS = {"WeightsNotFoundError", "StoreError", "LabelFileError", "ImageRe
 def build_parser() -> argparse.ArgumentParser:
     from .labels import add_label_commands
     from .predict import add_predict_commands
+    from .report import add_report_command
     from .scan import add_scan_command
     from .train import add_train_command
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(sub)
     add_predict_commands(sub)
     add_label_commands(sub)
+    add_report_command(sub)
     return parser
 
 

@@ -46,13 +46,13 @@ def _run_predict(args: argparse.Namespace):
     from ..learn.device import resolve_device
     from ..learn.events import PredictProgress
     from ..learn.inference import predict_iter
-    from ..learn.model import load_model
+    from ..learn.model import load_model, temperature_of
 
     device = resolve_device(args.device)
-    model, spec, _ = load_model(args.model, device)
+    model, spec, extras = load_model(args.model, device)
     data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
     gen = predict_iter(model, spec, data.root, data.cells, device=device, batch_size=args.batch_size,
-                       tta=args.tta, workers=args.workers)
+                       tta=args.tta, workers=args.workers, temperature=temperature_of(extras))
     with tqdm(total=len(data.cells), unit="img", desc="predict", disable=args.quiet) as bar:
         while True:
             try:

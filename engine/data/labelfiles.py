@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .patients import cnmc_patient
+from ..utils.csvsafe import unneutralise
 
 CNMC_COLUMNS = ("Patient_ID", "new_names", "labels")
 CNMC_CLASSES = {"1": "all", "0": "hem"}  # the C-NMC labels code -> class
@@ -100,12 +101,15 @@ def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
             sample = fh.read(4096)
             fh.seek(0)
             try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+                delimiter = csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
             except csv.Error:
-                dialect = csv.excel
-            reader = csv.reader(fh, dialect)
+                delimiter = ","
+            # Only the delimiter is sniffed: a sniffed quote character mistakes the ' that marks a
+            # neutralised formula ('=...) for quoting, and reads a whole row as one cell.
+            reader = csv.reader(fh, delimiter=delimiter)
             header = next(reader, None)
-            rows = [r for r in reader if any(cell.strip() for cell in r)]
+            # our own exports neutralise spreadsheet formulas ('=...); read them back as written
+            rows = [[unneutralise(cell) for cell in r] for r in reader if any(cell.strip() for cell in r)]
     except UnicodeDecodeError as exc:
         raise LabelFileError(f"{path} is not a text CSV file ({exc.reason})") from exc
     except OSError as exc:

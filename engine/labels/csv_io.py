@@ -7,8 +7,6 @@ what it leaves out is said with `engine.utils.logs.warn`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -16,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from ..data.cells import UNSURE
 from ..data.labelfiles import CNMC_CODES, CNMC_COLUMNS, read_label_file
+from ..utils.csvsafe import csv_text
 from ..utils.files import atomic_write_text
 from ..utils.logs import warn
 from .store import LabelStore, normalise_label
@@ -68,14 +67,8 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
 
 
 def _csv_text(header: tuple[str, ...], rows) -> tuple[str, int]:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    n = 0
-    for row in rows:
-        writer.writerow(["" if v is None else v for v in row])
-        n += 1
-    return buf.getvalue(), n
+    rows = [["" if v is None else v for v in row] for row in rows]
+    return csv_text(header, rows), len(rows)  # formulas neutralised: names become text in a spreadsheet
 
 
 def export_csv(store: LabelStore, out_path, *, format: str = "generic", history: bool = False) -> int:

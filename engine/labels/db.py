@@ -16,7 +16,7 @@ from pathlib import Path
 
 import platformdirs
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "project.sqlite"
 BESIDE_DIR = ".allblast"  # hidden: the scan never enters it
 
@@ -70,6 +70,27 @@ CREATE TABLE files(                 -- the scan index: what decoding each file t
     width INTEGER NOT NULL DEFAULT 0,
     height INTEGER NOT NULL DEFAULT 0
 );
+"""
+
+
+# Version 2: per-cell model outputs, keyed by the model file's sha256 (the app shows them at once on
+# reopen; switching the active model switches them).
+_SCHEMA_V2 = """
+CREATE TABLE models(
+    sha256 TEXT PRIMARY KEY,        -- of model.pt
+    path TEXT NOT NULL,             -- where it was when it predicted
+    name TEXT NOT NULL,             -- e.g. the run folder's name
+    classes TEXT NOT NULL,          -- JSON list, the order of the probability columns
+    temperature REAL NOT NULL DEFAULT 1.0,
+    tta INTEGER NOT NULL DEFAULT 0,
+    predicted_at TEXT NOT NULL
+);
+CREATE TABLE predictions(
+    model TEXT NOT NULL REFERENCES models(sha256) ON DELETE CASCADE,
+    path TEXT NOT NULL,             -- the cell, relative to the data root
+    probs BLOB NOT NULL,            -- float32, one per class, calibrated
+    PRIMARY KEY(model, path)
+) WITHOUT ROWID;
 """
 
 
@@ -217,8 +238,12 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
             for statement in _statements(_SCHEMA):
                 conn.execute(statement)
             conn.execute("INSERT INTO meta(key, value) VALUES ('created_at', ?)", (now_utc(),))
+            version = 1
+        if version < 2:  # migrations run in order, inside this one transaction
+            for statement in _statements(_SCHEMA_V2):
+                conn.execute(statement)
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        # Future migrations: `if version < 2: ...` here, inside the same transaction.
         old_root = conn.execute("SELECT value FROM meta WHERE key = 'root'").fetchone()
         if old_root is None or old_root[0] != str(data_root):
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('root', ?)", (str(data_root),))

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SOURCES = ("keyboard", "batch", "csv-import", "undo", "redo", "cli")
+ACCEPTED_PREDICTION = "accepted prediction"  # + " (model <short sha256>)": an expert took the model's class
 
 __all__ = [
     "UNSURE", "LabelState", "Change", "StoreError", "LabelStore",
@@ -216,13 +217,21 @@ class LabelStore(Database):
         with self.transaction() as conn:
             return self.apply(conn, {p: label for p in paths}, annotator=annotator, source=source)[0]
 
+    def set_many(self, updates: dict[str, str | None], *, annotator: str, source: str = "batch") -> tuple[
+            int | None, list[str]]:
+        """Give each cell its own label, all as ONE undoable action; returns (action id or None,
+        the paths whose label changed)."""
+        with self.transaction() as conn:
+            return self.apply(conn, {p: normalise_label(v) for p, v in updates.items()}, annotator=annotator,
+                              source=source)
+
     def apply(self, conn: sqlite3.Connection, updates: dict[str, str | None], *, annotator: str,
               source: str) -> tuple[int | None, list[str]]:
         """Inside `transaction()`: write `updates` as one action. Returns (action id, changed paths).
 
         Unknown paths raise KeyError (the transaction is rolled back).
         """
-        if source not in SOURCES:
+        if source not in SOURCES and not source.startswith(ACCEPTED_PREDICTION):
             raise ValueError(f"unknown change source {source!r}; expected one of {', '.join(SOURCES)}")
         annotator = (annotator or "").strip() or default_annotator()
         rows = self._fetch(conn, list(updates))

@@ -107,3 +107,11 @@ class PredictProgress:
     done: int
     total: int
     images_per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedBatch:
+    """Results as they come: the cells of one batch and their (calibrated) probabilities."""
+
+    paths: tuple[str, ...]
+    probs: Any  # np.ndarray (len(paths), n_classes) float32, columns in the model's class order

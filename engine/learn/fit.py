@@ -42,8 +42,10 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
                               len(session.parts["test"]), session.split.protocol, session.start_epoch,
                               session.config.epochs, session.weights.get("source", "none"))
         reason = yield from session.loop(cancel)
-        if reason != "cancelled" and session.parts["test"] and run.model_path.is_file():
-            test_metrics = yield from session.test(cancel)
+        if reason != "cancelled":
+            yield from session.calibrate(cancel)
+            if session.parts["test"] and run.model_path.is_file():
+                test_metrics = yield from session.test(cancel)
     except (Cancelled, KeyboardInterrupt):
         if session is None:
             raise

@@ -5,8 +5,6 @@ Unreadable files are reported in `problems` and the rest are still predicted: on
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import time
@@ -20,9 +18,9 @@ import torch
 from ..data.cells import Cell, Problem
 from ..data.dataset import CellDataset, make_loader, to_model_input
 from ..data.imaging import ImageReadError
-from ..utils.files import atomic_write_text
+from ..utils.csvsafe import write_csv
 from ..utils.jobs import CancelToken, drain
-from .events import PredictProgress
+from .events import PredictedBatch, PredictProgress
 
 
 log = logging.getLogger(__name__)
@@ -58,14 +56,19 @@ class Predictions:
         p = self.probs.astype(np.float64)
         return (-(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)).astype(np.float32)
 
-    def write_csv(self, path: str | os.PathLike) -> None:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "patient", "predicted", *[f"p_{c}" for c in self.classes], "margin", "entropy"])
-        for row in zip(self.paths, self.patients, self.predicted, self.probs, self.margin, self.entropy):
-            p, pat, pred, probs, m, e = row
-            w.writerow([p, pat or "", pred, *[f"{v:.6f}" for v in probs], f"{m:.6f}", f"{e:.6f}"])
-        atomic_write_text(path, buf.getvalue())
+    def write_csv(self, path: str | os.PathLike, labels: Sequence[str | None] | None = None) -> None:
+        """path, patient, [label,] predicted, p_<class>..., margin, entropy. `labels` (the expert's,
+        for an evaluation split) adds the label column. Text cells are neutralised for spreadsheets."""
+        if labels is not None and len(labels) != len(self.paths):
+            raise ValueError(f"{len(labels)} labels for {len(self.paths)} predictions")
+        label_col = ["label"] if labels is not None else []
+        header = ["path", "patient", *label_col, "predicted", *[f"p_{c}" for c in self.classes], "margin", "entropy"]
+        labels = labels if labels is not None else [None] * len(self.paths)
+        rows = ([p, pat or "", *([lab or ""] if label_col else []), pred, *[f"{v:.6f}" for v in probs],
+                 f"{m:.6f}", f"{e:.6f}"]
+                for p, pat, lab, pred, probs, m, e in zip(self.paths, self.patients, labels, self.predicted,
+                                                          self.probs, self.margin, self.entropy))
+        write_csv(path, header, rows)
 
 
 class _PredictDataset(CellDataset):
@@ -97,10 +100,13 @@ def predict_iter(
     tta: bool = False,
     workers: int = 0,
     cancel: CancelToken | None = None,
-) -> Generator[PredictProgress, None, Predictions]:
-    """Yields PredictProgress after every batch; returns Predictions (StopIteration.value).
+    temperature: float = 1.0,
+) -> Generator[PredictProgress | PredictedBatch, None, Predictions]:
+    """Yields each batch's results (PredictedBatch) and PredictProgress; returns Predictions
+    (StopIteration.value).
 
-    `cells` may be Cell records or relative paths. Raises Cancelled when `cancel` fires.
+    `cells` may be Cell records or relative paths. `temperature` (the model's calibration) divides
+    the logits before the softmax. Raises Cancelled when `cancel` fires.
     """
     device = torch.device(device)
     paths = [c.path if isinstance(c, Cell) else str(c) for c in cells]
@@ -119,25 +125,28 @@ def predict_iter(
     total, done, start = len(paths), 0, time.perf_counter()
     yield PredictProgress(0, total, None)
     try:
-        with torch.inference_mode():
-            for xb, idx, reasons in loader:
-                if cancel is not None:
-                    cancel.raise_if_cancelled()
-                good = torch.tensor([not r for r in reasons], dtype=torch.bool)
-                for i, r in zip(idx.tolist(), reasons):
-                    if r:
-                        problems.append(Problem(paths[i], r))
-                if good.any():
-                    x = to_model_input(xb[good], spec, device, channels_last=True)
-                    views = tta_views(x) if tta else [x]
-                    with amp:  # one forward over all views: bigger batches use the cores better
-                        logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
-                    p = logits.float().softmax(1).view(len(views), -1, logits.shape[1]).mean(0)
-                    sel = idx[good].numpy()
-                    probs[sel], ok[sel] = p.cpu().numpy(), True
-                done += len(idx)
-                elapsed = time.perf_counter() - start
-                yield PredictProgress(done, total, done / elapsed if elapsed > 0 else None)
+        for xb, idx, reasons in loader:
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            good = torch.tensor([not r for r in reasons], dtype=torch.bool)
+            for i, r in zip(idx.tolist(), reasons):
+                if r:
+                    problems.append(Problem(paths[i], r))
+            if good.any():
+                x = to_model_input(xb[good], spec, device, channels_last=True)
+                views = tta_views(x) if tta else [x]
+                # inference mode only around the forward: it is thread-local, and must not stay on
+                # in the driver's thread while this generator waits at a yield.
+                with torch.inference_mode(), amp:  # one forward over all views: bigger batches use the cores better
+                    logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
+                    scaled = logits.float() / float(temperature)
+                    p = scaled.softmax(1).view(len(views), -1, logits.shape[1]).mean(0).cpu().numpy()
+                sel = idx[good].numpy()
+                probs[sel], ok[sel] = p, True
+                yield PredictedBatch(tuple(paths[i] for i in sel), p)
+            done += len(idx)
+            elapsed = time.perf_counter() - start
+            yield PredictProgress(done, total, done / elapsed if elapsed > 0 else None)
     finally:
         model.train(was_training)
     keep = np.flatnonzero(ok)

@@ -124,29 +124,31 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
              channels_last: bool = False, cancel: CancelToken | None = None,
              outputs: bool = False) -> Generator[BatchProgress, None, dict]:
     """Evaluate without gradients; returns {loss (unweighted CE), accuracy, weighted_f1, macro_f1,
-    balanced_accuracy, n} (+ "y_true", "y_pred", "probs" arrays when `outputs`)."""
+    balanced_accuracy, n} (+ "y_true", "y_pred", "probs", "logits" arrays when `outputs`)."""
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     model.eval()
     n_batches = len(loader)
-    loss_sum, ys, probs = 0.0, [], []
+    loss_sum, ys, logit_batches = 0.0, [], []
     t0 = last_report = time.perf_counter()
-    with torch.inference_mode():
-        for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
-            with autocast(device, autocast_dtype):
-                logits = model(x).float()
+    for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
+        # inference mode is thread-local: it must not stay on while this generator is suspended
+        # at a yield, or the driver's thread (and whatever it runs next) inherits it.
+        with torch.inference_mode(), autocast(device, autocast_dtype):
+            logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             ys.append(y.cpu())
-            probs.append(logits.softmax(1).cpu())
-            now = time.perf_counter()
-            if i == n_batches or now - last_report >= PROGRESS_INTERVAL_S:
-                last_report = now
-                yield BatchProgress(phase, epoch, i, n_batches,
-                                    images_per_s=sum(len(t) for t in ys) / max(now - t0, 1e-9))
+            logit_batches.append(logits.cpu())
+        now = time.perf_counter()
+        if i == n_batches or now - last_report >= PROGRESS_INTERVAL_S:
+            last_report = now
+            yield BatchProgress(phase, epoch, i, n_batches,
+                                images_per_s=sum(len(t) for t in ys) / max(now - t0, 1e-9))
     if not ys:
         return {"n": 0}
     y_true = torch.cat(ys).numpy()
-    p = torch.cat(probs).numpy()
+    all_logits = torch.cat(logit_batches)
+    p = all_logits.softmax(1).numpy()
     y_pred = p.argmax(1)
     n = len(y_true)
     if not math.isfinite(loss_sum):
@@ -156,5 +158,5 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
            "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)), "n": n}
     if outputs:
-        out.update(y_true=y_true, y_pred=y_pred, probs=p)
+        out.update(y_true=y_true, y_pred=y_pred, probs=p, logits=all_logits.numpy())
     return out

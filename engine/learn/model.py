@@ -100,6 +100,12 @@ def save_model(path: str | os.PathLike, model: CellClassifier, spec: ModelSpec, 
     atomic_torch_save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
 
 
+def temperature_of(extras: dict) -> float:
+    """The calibration temperature saved with a model (1.0 for models saved before calibration)."""
+    value = extras.get("calibration", {}).get("temperature") if isinstance(extras.get("calibration"), dict) else None
+    return float(value) if value else 1.0
+
+
 def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
     # weights_only: a model file from someone else must not be able to run code on load.
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)

@@ -8,8 +8,10 @@ torch is imported only by the functions that read or write tensors: the app list
     split.json       exactly which images were train / val / test (Split.to_json)
     metrics.jsonl    one JSON line per epoch, appended and fsynced
     model_card.json  provenance: data, counts, weights, versions, split, device, results
+    val_predictions.csv, test_predictions.csv
+                     the best model's calibrated probabilities on those splits, with the labels
 
-Every file except metrics.jsonl is replaced atomically (engine.fsutil); metrics.jsonl is only
+Every file except metrics.jsonl is replaced atomically (engine.utils.files); metrics.jsonl is only
 appended, and lines past last.pt's epoch are dropped on resume, so the two always agree.
 """
 from __future__ import annotations
@@ -68,6 +70,10 @@ class RunDir:
     split_path = property(lambda self: self.path / "split.json")
     metrics_path = property(lambda self: self.path / "metrics.jsonl")
     card_path = property(lambda self: self.path / "model_card.json")
+
+    def predictions_path(self, part: str) -> Path:
+        """val_predictions.csv / test_predictions.csv: the best model on that split, with labels."""
+        return self.path / f"{part}_predictions.csv"
 
     def create(self) -> "RunDir":
         check_writable_dir(self.path)
@@ -230,7 +236,8 @@ def build_model_card(*, status: str, data_root, split: Split, spec, weights: dic
     """Provenance of a run: data, counts per class and patient, weights, versions, split, results.
 
     `status` is "running" while training (with the process in `extra`), then one of FINISHED_STATES,
-    "cancelled" or "failed" (with `failure`: kind and message)."""
+    "cancelled" or "failed" (with `failure`: kind and message). `extra` also carries `calibration`
+    (temperature, ECE before and after on the validation split) once it is fitted."""
     s = split
     return {
         "format": "allblast.model_card/1",

@@ -25,16 +25,18 @@ from .config import MONITORS, RUN_CONTROL, TrainConfig
 from .device import amp_dtype, device_name, release_memory, resolve_device
 from .events import AskContinue, Continue, EpochEnd, Message
 from .loops import Plateau, class_weights, train_one_epoch, validate
-from .runs import RunDir, build_model_card, process_marker, rng_state, set_rng_state, split_counts
+from .runs import RunDir, build_model_card, rng_state, set_rng_state, split_counts
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
+MIN_CALIBRATION_CELLS = 20  # validation cells needed to fit a temperature
 
 
 class TrainingSession:
     """Everything one run needs, set up before the first event; `loop` and `test` are generators."""
 
     epoch_complete = True  # False while an epoch is in progress (it has no checkpoint yet)
+    calibration: dict | None = None  # temperature scaling fitted at the end (calibrate)
 
     def __init__(self, scan, run: RunDir, config: TrainConfig, val_scan, resume: bool):
         self.t0, self.elapsed_before = time.monotonic(), 0.0
@@ -250,6 +252,35 @@ class TrainingSession:
                 "best_epoch": self.best_epoch, "best_metrics": self.best_metrics, "rng": rng_state(),
                 "elapsed": self.elapsed_total(), "weights": self.weights}
 
+    def calibrate(self, cancel: CancelToken):
+        """Fit the best model's temperature on the validation split and save it into model.pt."""
+        from .calibration import calibrate
+
+        if self.loaders["val"] is None or not self.run.model_path.is_file():
+            return None
+        best = torch.load(self.run.model_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(best["state_dict"])
+        r = yield from validate(self.model, self.loaders["val"], self.device, self.spec, epoch=self.epoch,
+                                phase="calibrate", autocast_dtype=self.amp, channels_last=self.channels_last,
+                                cancel=cancel, outputs=True)
+        n = r.get("n", 0)
+        if n < MIN_CALIBRATION_CELLS:
+            # a temperature fitted on a handful of cells runs to its bound and flattens every
+            # probability: better none (T = 1), said so, than a wrong one
+            self.calibration = {"skipped": f"only {n} validation cells ({MIN_CALIBRATION_CELLS} needed)", "n": n}
+            yield Message(f"probabilities not calibrated: {self.calibration['skipped']}")
+            if n:
+                self._write_predictions("val", r["logits"])
+            return None
+        self.calibration = calibrate(r["logits"], r["y_true"])
+        extras = {k: v for k, v in best.items() if k not in ("format", "spec", "state_dict")}
+        self.run.save_best(self.model, self.spec, **{**extras, "calibration": self.calibration})
+        self._write_predictions("val", r["logits"])
+        c = self.calibration
+        yield Message(f"calibrated on {c['n']} validation cells: temperature {c['temperature']:.2f}, "
+                      f"expected calibration error {c['ece_before']:.3f} -> {c['ece_after']:.3f}; wrote model.pt")
+        return c
+
     def test(self, cancel: CancelToken):
         """Metrics of the best-by-validation model on the held-out test split."""
         from .metrics import classification_metrics, per_patient
@@ -269,7 +300,20 @@ class TrainingSession:
         out["split_protocol"], out["leaky"] = self.split.protocol, self.split.leaky
         patients = [self.cells["test"][p].patient for p in self.parts["test"]]
         out["per_patient"] = per_patient(patients, y_true, y_pred, classes)
+        self._write_predictions("test", r["logits"])
         return out
+
+    def _write_predictions(self, part: str, logits) -> None:
+        """<part>_predictions.csv: each cell of the split with its expert label and the best model's
+        calibrated probabilities (what a model report is computed from)."""
+        from .inference import Predictions
+
+        temperature = (self.calibration or {}).get("temperature") or 1.0
+        probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32) / float(temperature), 1).numpy()
+        paths = self.parts[part]
+        cells = [self.cells[part][p] for p in paths]
+        Predictions(list(paths), [c.patient for c in cells], tuple(self.spec.classes), probs).write_csv(
+            self.run.predictions_path(part), labels=[c.label for c in cells])
 
     def elapsed_total(self) -> float:
         return self.elapsed_before + time.monotonic() - self.t0
@@ -285,4 +329,5 @@ class TrainingSession:
             counts={p: split_counts(self.parts[p], self.cells[p]) for p in PARTS},
             device=self.device_name, amp=str(self.amp).replace("torch.", "") if self.amp else "off",
             wall_time_s=self.elapsed_total(), epochs_run=self.epochs_done, best_epoch=self.best_epoch,
-            monitor=self.monitor, best_metrics=self.best_metrics, test_metrics=test_metrics))
+            monitor=self.monitor, best_metrics=self.best_metrics, test_metrics=test_metrics,
+            calibration=self.calibration))

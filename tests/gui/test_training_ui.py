@@ -107,6 +107,8 @@ def test_train_from_the_dialog_answer_continue_both_ways(qtbot, window, pbc_smal
     assert summary.path == run and summary.status == "finished" and summary.epochs_run == 2
     assert ui.runs.model.index(0, 8).data() == f"{summary.best['val_weighted_f1']:.3f}"
     assert window.prefs.train_settings()["backbone"] == LITE0
+    # The folder's first model becomes its active model, so Model > Predict works at once.
+    assert ui.catalog.active() == run and window.predictions.active_model() == run / "model.pt"
 
 
 def test_stop_mid_epoch_keeps_checkpoints_then_resume_continues_the_curves(qtbot, window, pbc_small):

@@ -1,0 +1,67 @@
+"""A model's output on the grid's rows: set, cleared and summarised in plain Python.
+
+The rows are the one place the window keeps per-cell predictions (tiles, filters, sorts, the
+inspector and the patient table all read them); the label database keeps them for the next open.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.labels import predictions as stored
+
+from .cell_rows import CellRow
+
+
+def load_stored(store, model_path: Path | None) -> stored.StoredPredictions | None:
+    """The stored predictions of a model file in this data set's database (None: there are none).
+    Reads the file to hash it: call it off the GUI thread."""
+    from engine.utils.files import sha256_file
+
+    if model_path is None or not Path(model_path).is_file():
+        return None
+    return stored.load(store, sha256_file(model_path))
+
+
+def summarise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(argmax, top probability, margin = top1 - top2, entropy in nats) of (N, C) probabilities."""
+    probs = np.asarray(probs, dtype=np.float32)
+    order = np.sort(probs, axis=1)
+    top = order[:, -1]
+    margin = top - (order[:, -2] if probs.shape[1] > 1 else 0.0)
+    p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
+    entropy = -(probs * np.log(p)).sum(1)
+    return probs.argmax(1), top, margin, entropy.astype(np.float32)
+
+
+def apply_predictions(rows_by_path: Mapping[str, CellRow], classes: Sequence[str], paths: Sequence[str],
+                      probs: np.ndarray) -> list[str]:
+    """Give each named row its probabilities; returns the paths of rows that were found."""
+    classes = tuple(classes)
+    probs = np.asarray(probs, dtype=np.float32)
+    if not len(paths):
+        return []
+    best, top, margin, entropy = summarise(probs)
+    touched = []
+    for k, path in enumerate(paths):
+        row = rows_by_path.get(path)
+        if row is None:
+            continue
+        row.probs, row.pred_classes = probs[k], classes
+        row.pred, row.pred_p = classes[best[k]], float(top[k])
+        row.margin, row.entropy = float(margin[k]), float(entropy[k])
+        touched.append(path)
+    return touched
+
+
+def clear_predictions(rows: Iterable[CellRow]) -> list[str]:
+    touched = []
+    for row in rows:
+        if row.pred is not None:
+            row.probs, row.pred_classes, row.pred = None, (), None
+            row.pred_p = row.margin = row.entropy = math.nan
+            touched.append(row.path)
+    return touched

@@ -1,0 +1,1 @@
+"""Printable reports (PDF, HTML) on the Qt side: figures and pages; content from engine.report."""
