@@ -223,6 +223,40 @@ class MainWindow(QMainWindow):
         self.status.showMessage(" · ".join([f"Opened {ds.root.name}", *notes]), 15000)
         self._update_counts()
         self.datasetOpened.emit(ds)
+        if ds.store.read_only:
+            self._offer_copy(ds)
+
+    def _offer_copy(self, ds: LoadedDataset) -> None:
+        """A read-only folder with its own labels: they are shown; labelling needs a writable copy."""
+        self.read_only_box = box = QMessageBox(
+            QMessageBox.Icon.Information, "Labels are read-only here",
+            f"{ds.root} cannot be written by you. Its labels are shown (from {ds.store.db_path}), but "
+            "changes cannot be saved there.\n\nContinue in a copy in your user data folder? The copy "
+            "starts with every label and its history; the folder's own database is left as it is.",
+            parent=self)
+        box.setObjectName("readOnlyBox")
+        copy = box.addButton("Continue in a Copy", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Only Look", QMessageBox.ButtonRole.RejectRole)
+        box.buttonClicked.connect(lambda button: button is copy and self.continue_in_copy())
+        if not (self.quitting_from_script or self.script_app.waiting):
+            box.open()
+
+    def continue_in_copy(self) -> Path | None:
+        """Seed a user-data copy of the open read-only folder's database, then reopen the folder on it."""
+        from engine.labels.db import StoreError, seed_copy, user_db_path
+
+        ds = self.datasets.current
+        if ds is None or not ds.store.read_only:
+            return None
+        target = user_db_path(ds.root)  # where locate_db looks for a copy of a read-only folder's store
+        try:
+            if not target.exists():
+                seed_copy(ds.store.db_path, target)
+        except StoreError as exc:
+            self._warn("No copy made", str(exc))
+            return None
+        self.open_folder(ds.root)
+        return target
 
     def _on_failed(self, folder: str, message: str) -> None:
         self.status.hide_progress()

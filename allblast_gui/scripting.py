@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import QApplication
 
+from engine.labels.outputs import OutputRefused, check_output
 from engine.learn.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,13 @@ class ScriptApp:
         record = ui.controller.shown
         if out is None:
             out = ui._catalog().root.parent / "predictions" / f"{record.name}-{record.short}.csv"
-        out = Path(out).expanduser()
+        try:  # a script may replace its own output, never the label database or an image
+            out = check_output(out, force=True, what="predictions CSV")
+        except OutputRefused as exc:
+            raise ScriptError(str(exc)) from exc
         out.parent.mkdir(parents=True, exist_ok=True)
-        result.write_csv(out)
+        # as the CLI: a duplicate file gets its original's row, so no input is missing from the CSV
+        result.with_duplicates(ui.dataset.project.scan.duplicates).write_csv(out)
         return out
 
     def set_active_model(self, path: str | Path, *, timeout: float = 600) -> Path:

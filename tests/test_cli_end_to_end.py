@@ -144,10 +144,11 @@ def test_labels_commands_round_trip(cnmc_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["-q", "labels", "import", str(data), str(fix), "--annotator", "Dr. B"]) == 0
     assert "missing images 1" in capsys.readouterr().out
-    assert main(["-q", "labels", "export", str(data), "--out", str(out), "--format", "cnmc"]) == 0
+    assert main(["-q", "labels", "export", str(data), "--out", str(out), "--format", "cnmc"]) == 2  # exists
+    assert main(["-q", "labels", "export", str(data), "--out", str(out), "--format", "cnmc", "--force"]) == 0
     cnmc = {r["new_names"]: r["labels"] for r in _read_csv(out)}
     assert cnmc["UID_1_1_1_all.bmp"] == "1" and "UID_H6_1_1_hem.bmp" not in cnmc  # unsure is skipped
-    assert main(["-q", "labels", "export", str(data), "--out", str(out), "--history"]) == 0
+    assert main(["-q", "labels", "export", str(data), "--out", str(out), "--history", "--force"]) == 0
     history = _read_csv(out)
     assert [h["new"] for h in history if h["path"] == cell] == ["hem", "all"]
     assert not any(p.name == "project.sqlite" for p in cnmc_dir.rglob("*")), "never write into the shared data"

@@ -9,6 +9,8 @@ from PySide6.QtWidgets import (
     QComboBox, QFileDialog, QHBoxLayout, QLabel, QMessageBox, QPushButton, QSplitter, QVBoxLayout, QWidget,
 )
 
+from engine.labels.outputs import OutputRefused, check_output
+
 from ..models.patient_summary import PatientRow, default_positive, summarize_patients, write_patient_csv
 from ..style import CLASS_PALETTE
 from ..views.tables import row_table
@@ -182,8 +184,12 @@ class PatientsPanel(QWidget):
             if not path:
                 return None
         self.recount()
-        try:
+        try:  # the save dialog confirmed a replace; the database and images are never written
+            path = check_output(path, force=True, what="patient table")
             write_patient_csv(path, self.model.rows, self.model.classes, self.model.positive)
+        except OutputRefused as exc:
+            QMessageBox.warning(self, "Not written", str(exc))
+            return None
         except OSError as exc:
             QMessageBox.warning(self, "Not written", f"Cannot write {path}: {exc.strerror or exc}")
             return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QMarginsF, QUrl
 from PySide6.QtGui import QGuiApplication, QPageLayout, QPageSize, QPdfWriter, QTextDocument
 
+from engine.labels.outputs import check_output as guard
 from engine.report.case import CaseReport
 from engine.report.html import data_uri, render_html
 from engine.report.model_report import ModelReport
@@ -38,6 +39,7 @@ def check_output(path: str | os.PathLike) -> Path:
         raise ValueError(f"{path.name}: a report is written as .pdf or .html; choose one of those names")
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give a file name ending in .pdf or .html")
+    guard(path, force=True, what="report")  # never into .allblast/; an existing file: the caller asked
     return path
 
 

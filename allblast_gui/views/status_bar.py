@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QWidget
 
-LOCATIONS = {"beside": "beside the images", "user-data": "in the user data folder", "custom": "custom location"}
+LOCATIONS = {"beside": "beside the images", "user-data": "in the user data folder", "custom": "custom location",
+             "read-only": "READ-ONLY (the folder cannot be written: changes are not saved)"}
 
 
 class StatusPanel(QStatusBar):

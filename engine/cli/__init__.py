@@ -13,6 +13,7 @@ import sys
 
 from .. import __version__
 from ..utils.logs import route_warnings_to_logging, setup_logging
+from ..utils.text import printable
 from .common import UserError
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,12 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except (UserError, FileNotFoundError, NotADirectoryError, PermissionError, ValueError) as exc:
         log.debug("%s failed", where, exc_info=exc)
-        print(f"{where}: error: {exc}", file=sys.stderr)
+        print(f"{where}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback to the log
         if type(exc).__name__ in _USER_ERRORS:
             log.debug("%s failed", where, exc_info=exc)
-            print(f"{where}: error: {exc}", file=sys.stderr)
+            print(f"{where}: error: {printable(str(exc))}", file=sys.stderr)
             return 2
         log.debug("%s: unexpected %s", where, type(exc).__name__, exc_info=exc)
         hint = f" (details in {args.log_file})" if args.log_file else " (rerun with --log-file FILE for details)"

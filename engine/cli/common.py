@@ -11,6 +11,8 @@ from tqdm import tqdm
 from ..data.cells import ScanResult
 from ..data.scan import scan
 from ..utils.files import atomic_write_json, check_writable_dir
+from ..utils.text import printable
+from ..utils.logs import warn
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,12 @@ def add_scan_args(p: argparse.ArgumentParser) -> None:
                    "'patient' (or group 1) is the patient id, for data sets not named like C-NMC")
 
 
+def add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="PATH", help="the label database to use instead of DIR/.allblast/project.sqlite "
+                   "(or the user data folder's); a new file starts as a copy of the folder's own database, "
+                   "e.g. to go on labelling a read-only folder")
+
+
 def _progress_bar(desc: str, quiet: bool):
     bar = tqdm(total=0, unit="img", desc=desc, disable=quiet, leave=False)
 
@@ -38,7 +46,7 @@ def _progress_bar(desc: str, quiet: bool):
 
 def scan_with_progress(root: str | Path, labels: str | None = None, patient_regex: str | None = None,
                        quiet: bool = False) -> ScanResult:
-    bar, progress = _progress_bar(f"scan {Path(root).name}", quiet)
+    bar, progress = _progress_bar(f"scan {printable(Path(root).name)}", quiet)
     try:
         return scan(root, labels, patient_regex=patient_regex, progress=progress)
     finally:
@@ -51,9 +59,13 @@ def open_project(args: argparse.Namespace):
 
     bar, progress = _progress_bar("index", args.quiet)
     try:
-        return open_dataset(args.dir, args.labels, patient_regex=args.patient_regex, progress=progress)
+        project = open_dataset(args.dir, args.labels, patient_regex=args.patient_regex, progress=progress,
+                               db_path=getattr(args, "db", None))
     finally:
         bar.close()
+    for note in project.store.notes:  # e.g. a read-only folder: its labels, but nothing can be saved
+        warn(note)
+    return project
 
 
 def with_expert_labels(data: ScanResult, args: argparse.Namespace) -> ScanResult:
@@ -62,26 +74,27 @@ def with_expert_labels(data: ScanResult, args: argparse.Namespace) -> ScanResult
         return data
     from ..labels.project import with_expert_labels as swap
 
-    data, changed = swap(data)
+    data, changed = swap(data, db_path=getattr(args, "db", None))
     tqdm.write(f"expert labels: {changed} of {len(data.cells)} cells differ from the data set's labels")
     return data
 
 
 def summarise_scan(result: ScanResult) -> str:
-    lines = [f"{result.root}: {len(result.cells)} cells"]
+    """The scan for a terminal; names from the user's files are escaped (`printable`)."""
+    lines = [f"{printable(result.root)}: {len(result.cells)} cells"]
     for cls, n in result.class_counts().items():
-        lines.append(f"  {cls:>14}: {n}")
+        lines.append(f"  {printable(cls):>14}: {n}")
     if result.unlabeled:
         lines.append(f"  {'unlabeled':>14}: {result.unlabeled}")
     lines.append(f"  patients: {len(result.patients)}" + ("" if result.by_patient else " (not every cell has one)"))
     if result.problems:
         lines.append(f"  problems: {len(result.problems)} file(s) skipped or flagged:")
-        lines += [f"    {p.path}: {p.reason}" for p in result.problems[:20]]
+        lines += [f"    {printable(p.path)}: {printable(p.reason)}" for p in result.problems[:20]]
         if len(result.problems) > 20:
             lines.append(f"    ... and {len(result.problems) - 20} more (see --json)")
     if result.missing:
         lines.append(f"  label-file rows whose image is absent: {len(result.missing)}")
-    lines += [f"  note: {n}" for n in result.notes]
+    lines += [f"  note: {printable(n)}" for n in result.notes]
     return "\n".join(lines)
 
 

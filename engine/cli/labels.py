@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import UserError, add_scan_args, open_project
+from ..utils.text import printable
+from .common import UserError, add_db_arg, add_scan_args, open_project
 
 
 def add_label_commands(sub) -> None:
@@ -21,15 +22,20 @@ def add_label_commands(sub) -> None:
     s.add_argument("label", metavar="LABEL")
     s.add_argument("--annotator", metavar="NAME", help="who is labelling (default: your OS user name)")
     add_scan_args(s)
+    add_db_arg(s)
     s.set_defaults(func=cmd_set)
 
     s = lsub.add_parser("import", help="apply a labels CSV in one transaction (one undoable step)",
                         description="Import labels from a generic (path,label[,patient]) or C-NMC "
-                        "(Patient_ID,new_names,labels) CSV. Rows naming missing images are reported.")
+                        "(Patient_ID,new_names,labels) CSV. Rows naming missing images are reported. "
+                        "A file that gives one image different labels imports nothing unless --last-wins.")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("csv", metavar="CSV")
     s.add_argument("--annotator", metavar="NAME")
+    s.add_argument("--last-wins", action="store_true",
+                   help="when rows give one image different labels, keep the last row's (default: import nothing)")
     add_scan_args(s)
+    add_db_arg(s)
     s.set_defaults(func=cmd_import)
 
     s = lsub.add_parser("export", help="write current labels (or the full history) as CSV",
@@ -38,9 +44,11 @@ def add_label_commands(sub) -> None:
                         "(1 = all, 0 = hem). --history writes every change instead.")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--out", required=True, metavar="CSV")
+    s.add_argument("--force", action="store_true", help="replace OUT if it exists (never an image or the label database)")
     s.add_argument("--format", choices=["generic", "cnmc"], default="generic")
     s.add_argument("--history", action="store_true", help="export the full change history")
     add_scan_args(s)
+    add_db_arg(s)
     s.set_defaults(func=cmd_export)
 
 
@@ -58,24 +66,28 @@ def cmd_set(args: argparse.Namespace) -> int:
         if rel not in project.store.states():
             raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
         action = project.store.set_label(rel, label, annotator=_annotator(args), source="cli")
-        print(f"{rel}: {label or 'unlabeled'}" + ("" if action is not None else " (unchanged)"))
+        print(f"{printable(rel)}: {printable(label or 'unlabeled')}" + ("" if action is not None else " (unchanged)"))
     finally:
         project.store.close()
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from ..data.labelfiles import LabelConflictError
     from ..labels.csv_io import import_csv
 
     project = open_project(args)
     try:
-        report = import_csv(project.store, args.csv, annotator=_annotator(args))
+        report = import_csv(project.store, args.csv, annotator=_annotator(args), last_wins=args.last_wins)
+    except LabelConflictError as exc:
+        raise UserError(f"{exc} (or rerun with --last-wins to keep the last row of each)") from exc
     finally:
         project.store.close()
     print(f"applied {report.applied}, unchanged {report.unchanged}, missing images {len(report.missing)}, "
-          f"problems {len(report.problems)}")
+          f"problems {len(report.problems)}" + (f", conflicts {len(report.conflicts)} (last row used)"
+                                                if report.conflicts else ""))
     for path, reason in report.problems[:20]:
-        print(f"  {path}: {reason}")
+        print(f"  {printable(path)}: {printable(reason)}")
     return 0
 
 
@@ -83,11 +95,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..labels.csv_io import export_csv
     from ..utils.files import check_writable_dir
 
+    from ..labels.outputs import check_output
+
+    check_output(args.out, force=args.force, what="labels CSV")
     check_writable_dir(Path(args.out).expanduser().resolve().parent)
     project = open_project(args)
     try:
         n = export_csv(project.store, args.out, format=args.format, history=args.history)
     finally:
         project.store.close()
-    print(f"wrote {n} rows to {args.out}")
+    print(f"wrote {n} rows to {printable(args.out)}")
     return 0

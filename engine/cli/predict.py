@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tqdm import tqdm
 
-from .common import UserError, add_scan_args, scan_with_progress, with_expert_labels, write_json
+from ..labels.outputs import check_output
+from ..utils.text import printable
+from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, with_expert_labels, write_json
 
 
 def add_predict_commands(sub) -> None:
     p = sub.add_parser("predict", help="per-cell class probabilities for a folder",
                        description="Predict every cell in DIR with a trained model.pt. Writes a CSV with "
-                       "columns path,patient,predicted,p_<class>...,margin,entropy (paths relative to DIR).")
+                       "columns path,patient,predicted,p_<class>...,margin,entropy,duplicate_of (paths relative to DIR; "
+                       "a file with the same content as another gets a copy of its row, duplicate_of naming it).")
     p.add_argument("model", metavar="MODEL", help="model.pt from a run folder")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--out", required=True, metavar="CSV")
+    p.add_argument("--force", action="store_true", help="replace CSV if it exists (never an image or the label database)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips and rotations")
     add_scan_args(p)
     _add_infer_args(p)
@@ -28,9 +31,11 @@ def add_predict_commands(sub) -> None:
     p.add_argument("model", metavar="MODEL")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--json", required=True, metavar="OUT")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--expert-labels", action="store_true", help="score against the expert's current labels "
                    "from the label store instead of the data set's own labels")
+    add_db_arg(p)
     add_scan_args(p)
     _add_infer_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -42,7 +47,9 @@ def _add_infer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=0, metavar="N")
 
 
-def _run_predict(args: argparse.Namespace):
+def _run_predict(args: argparse.Namespace, *, copy_duplicates: bool = False):
+    """Scan DIR and predict its cells. `copy_duplicates`: duplicate files get their original's row
+    (`Predictions.with_duplicates`) instead of being skipped."""
     from ..learn.device import resolve_device
     from ..learn.events import PredictProgress
     from ..learn.inference import predict_iter
@@ -63,30 +70,40 @@ def _run_predict(args: argparse.Namespace):
             if isinstance(event, PredictProgress):
                 bar.n = event.done
                 bar.refresh()
+    if copy_duplicates:
+        preds = preds.with_duplicates(data.duplicates)
+    copied = set(preds.paths)
     for p in data.problems + list(preds.problems):
-        tqdm.write(f"skipped {p.path}: {p.reason}")
+        if p.path in data.duplicates and p.path in copied:
+            tqdm.write(f"duplicate {printable(p.path)}: same content as {printable(data.duplicates[p.path])}, "
+                       "its prediction copied")
+        else:
+            tqdm.write(f"skipped {printable(p.path)}: {printable(p.reason)}")
     return data, spec, preds
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from ..utils.files import check_writable_dir
 
-    check_writable_dir(Path(args.out).expanduser().resolve().parent)
-    _, _, preds = _run_predict(args)
+    check_writable_dir(check_output(args.out, force=args.force, what="predictions CSV").parent)
+    _, _, preds = _run_predict(args, copy_duplicates=True)
     preds.write_csv(args.out)
-    print(f"wrote {len(preds.paths)} predictions to {args.out}")
+    copies = sum(1 for of in preds.duplicate_of or [] if of)
+    print(f"wrote {len(preds.paths)} predictions to {printable(args.out)}"
+          + (f" ({copies} of them duplicate files with their original's prediction)" if copies else ""))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..learn.metrics import score_predictions
 
+    check_output(args.json, force=args.force, what="evaluation JSON")  # before minutes of prediction
     data, spec, preds = _run_predict(args)
     truth = {c.path: c.label for c in data.cells}
     try:
         report = score_predictions(preds.paths, preds.patients, preds.predicted, preds.probs, truth, spec.classes)
     except ValueError as exc:
-        raise UserError(f"{exc} in {args.dir}") from exc
+        raise UserError(f"{exc} in {printable(args.dir)}") from exc
     report["skipped"]["problems"] = len(data.problems) + len(preds.problems)
     report["by_patient"] = data.by_patient
     report["tta"] = bool(args.tta)
@@ -94,5 +111,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"n {report['n']}  accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
           f"macro F1 {report['macro_f1']:.4f}  balanced accuracy {report['balanced_accuracy']:.4f}"
           + (f"  ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""))
-    print(f"wrote {args.json}")
+    print(f"wrote {printable(args.json)}")
     return 0

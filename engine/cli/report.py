@@ -25,12 +25,14 @@ def add_report_command(sub) -> None:
                    "(default: the last annotator of the folder's labels)")
     p.add_argument("--positive", metavar="CLASS", help="the class whose fraction the case report states "
                    "(default: 'all' when present, e.g. C-NMC blasts)")
+    p.add_argument("--force", action="store_true", help="replace existing report files")
     p.add_argument("--per-class", type=int, default=8, metavar="K", help="cells per class in the montage "
                    "(default: %(default)s)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ..labels.outputs import check_output as guard
     from ..report.case import build_case_report
     from ..report.model_info import model_info
     from ..report.model_report import build_model_report
@@ -40,10 +42,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     # page renderer needs Qt, and only this command loads it.
     from allblast_gui.report.render import check_output, ensure_gui_application, write_report
 
-    out = check_output(args.out)
+    out = check_output(guard(args.out, force=args.force, what="model report"))
     case_out = None
     if args.data:
-        case_out = check_output(args.case_out or out.with_name(f"{out.stem}-case{out.suffix}"))
+        case_out = check_output(guard(args.case_out or out.with_name(f"{out.stem}-case{out.suffix}"),
+                                      force=args.force, what="case report"))
     report = build_model_report(args.run)
     ensure_gui_application()
     write_report(out, report)

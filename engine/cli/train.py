@@ -9,7 +9,7 @@ from tqdm import tqdm
 from ..learn.events import (AskContinue, BatchProgress, Continue, EpochEnd, Halt, Message, TrainingFailed,
                             TrainingFinished, TrainingStarted)
 from ..utils.jobs import CancelToken
-from .common import UserError, add_scan_args, scan_with_progress, summarise_scan, with_expert_labels
+from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, summarise_scan, with_expert_labels
 
 SPLIT_HELP = ("patient: no patient in two splits (default, honest); image: the paper's random "
               "image-level 90/5/5 split (LEAKY: the same patient's cells in train and test); "
@@ -27,6 +27,7 @@ def add_train_command(sub) -> None:
     add_scan_args(p)
     p.add_argument("--expert-labels", action="store_true", help="train on the expert's current labels from the "
                    "label store (the app's corrections) instead of the data set's own labels")
+    add_db_arg(p)
     p.add_argument("--val", metavar="DIR", help="separate validation folder (implies --split predefined)")
     p.add_argument("--val-labels", metavar="CSV", help="labels CSV for --val")
     p.add_argument("--split", choices=["patient", "image", "folds", "predefined"], default=None, help=SPLIT_HELP)

@@ -76,6 +76,8 @@ class ScanResult:
     checks: dict[str, FileCheck] = field(default_factory=dict)
     label_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # duplicate file -> the file with the same content that was kept (also listed in `problems`)
+    duplicates: dict[str, str] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:

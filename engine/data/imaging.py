@@ -2,23 +2,54 @@
 
 One place decides how any supported file becomes pixels, so the scan, training, inference and the
 GUI's thumbnails all see the same image. Files are only ever read, never written.
+
+Before decoding, the image header is read (with Pillow, which parses headers lazily; OpenCV has no
+header-only API) and an image over the pixel limit is refused: a 1 MB PNG can state 30000 x 30000
+pixels and cost gigabytes to decode (a decompression bomb).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
+from typing import BinaryIO
 
 import cv2
 import numpy as np
+
+from ..utils.logs import warn
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
 # A file smaller than this cannot hold any real image; it is reported rather than decoded.
 _MIN_BYTES = 16
 
+# Images with more pixels than this are refused unread. 100 megapixels (10000 x 10000) is far beyond
+# any single-cell image (C-NMC: 450 x 450) and still fits in memory (300 MB as RGB); a decompression
+# bomb is usually much larger. ALLBLAST_MAX_PIXELS changes it (0: no limit).
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "ALLBLAST_MAX_PIXELS"
+
+# How the reasons for failures that lie outside the file begin: they may go away by themselves
+# (permissions fixed, memory freed, the limit raised), so a scan must not keep them as a verdict.
+NOT_READABLE = "not readable"
+OUT_OF_MEMORY = "out of memory"
+TOO_LARGE = "image too large"
+UNEXPECTED = "could not be decoded"  # a decoder bug or crash: no verdict on the content either
+_ENVIRONMENT_PREFIXES = (NOT_READABLE, OUT_OF_MEMORY, TOO_LARGE, UNEXPECTED)
+
 
 class ImageReadError(ValueError):
     """A file that should be an image could not be turned into pixels; the message says why."""
+
+
+def depends_on_environment(reason: str) -> bool:
+    """True when a read failure's reason says nothing about the file's content (permission denied,
+    I/O error, out of memory, over the pixel limit): the same file may read fine next time."""
+    return reason.startswith(_ENVIRONMENT_PREFIXES)
 
 
 def is_image_name(name: str) -> bool:
@@ -26,14 +57,80 @@ def is_image_name(name: str) -> bool:
     return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def max_pixels_setting() -> int:
+    """The pixel limit in force: ALLBLAST_MAX_PIXELS when set (0 = no limit), else the default."""
+    return _parse_max_pixels(os.environ.get(MAX_PIXELS_ENV, "").strip())
+
+
+@functools.lru_cache(maxsize=8)  # warns once per bad value, not once per file
+def _parse_max_pixels(raw: str) -> int:
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw.replace("_", "")))  # "100e6" and "100_000_000" both read as meant
+    except (ValueError, OverflowError):
+        value = -1
+    if value < 0:
+        warn(f"{MAX_PIXELS_ENV}={raw!r} is not a number of pixels (0 = no limit); "
+             f"using the default of {DEFAULT_MAX_PIXELS}")
+        return DEFAULT_MAX_PIXELS
+    return value
+
+
+@functools.lru_cache(maxsize=1)
+def _header_readers() -> dict:
+    """sniff_format name -> Pillow's image class for that format. Constructing one parses only
+    the header (size, mode), never the pixels. The classes are used directly rather than through
+    `Image.open`, whose own bomb check would warn or raise with its own global limit."""
+    from PIL.BmpImagePlugin import BmpImageFile
+    from PIL.JpegImagePlugin import JpegImageFile
+    from PIL.PngImagePlugin import PngImageFile
+    from PIL.TiffImagePlugin import TiffImageFile
+
+    return {"BMP": BmpImageFile, "PNG": PngImageFile, "JPEG": JpegImageFile, "TIFF": TiffImageFile}
+
+
+def header_size(fh: BinaryIO) -> tuple[int, int] | None:
+    """(width, height) as the header of the open file states it, or None when it cannot be told
+    (not a known format, a damaged header: decoding then reports what is wrong). Leaves `fh` at 0."""
+    try:
+        reader = _header_readers().get(sniff_format(fh.read(16)) or "")
+        if reader is None:
+            return None
+        fh.seek(0)
+        with reader(fh) as im:  # a stream it did not open: closing the image leaves `fh` open
+            return im.size
+    except Exception as exc:  # noqa: BLE001 - any header Pillow cannot parse is OpenCV's to judge
+        log.debug("no header size for %s: %s", getattr(fh, "name", "?"), exc)
+        return None
+    finally:
+        fh.seek(0)
+
+
+def check_pixels(fh: BinaryIO, max_pixels: int | None = None) -> None:
+    """Raise ImageReadError when the header states more pixels than `max_pixels` (None: the
+    configured limit; 0: no limit)."""
+    limit = max_pixels_setting() if max_pixels is None else max_pixels
+    if limit <= 0:
+        return
+    size = header_size(fh)
+    if size is not None and size[0] * size[1] > limit:
+        raise ImageReadError(f"{TOO_LARGE}: {size[0]} x {size[1]} pixels (limit {limit})")
+
+
+def read_bytes(path: str | os.PathLike, *, max_pixels: int | None = None) -> bytes:
+    """The file's bytes, after its header passed the pixel limit (see `check_pixels`): an image
+    that is too large is refused before its body is read."""
     try:
         with open(path, "rb") as fh:
+            check_pixels(fh, max_pixels)
             return fh.read()
     except PermissionError as exc:
-        raise ImageReadError(f"not readable (permission denied): {exc.filename}") from exc
+        raise ImageReadError(f"{NOT_READABLE} (permission denied): {exc.filename}") from exc
+    except MemoryError as exc:
+        raise ImageReadError(f"{OUT_OF_MEMORY} while reading the file") from exc
     except OSError as exc:
-        raise ImageReadError(f"not readable: {exc.strerror or exc}") from exc
+        raise ImageReadError(f"{NOT_READABLE}: {exc.strerror or exc}") from exc
 
 
 def to_rgb8(img: np.ndarray) -> np.ndarray:
@@ -71,25 +168,32 @@ def decode_rgb(data: bytes, name: str = "") -> np.ndarray:
     if len(data) < _MIN_BYTES:
         raise ImageReadError(f"too small to be an image ({len(data)} bytes)")
     buf = np.frombuffer(data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
-    if img is None or img.size == 0:
-        kind = sniff_format(data)
-        if kind is None:
-            raise ImageReadError("not an image (content is not a known image format)")
-        raise ImageReadError(f"corrupt or truncated {kind} file")
-    if _looks_truncated(data, img):
-        raise ImageReadError(f"truncated {sniff_format(data)} file")
-    return to_rgb8(img)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
+        if img is None or img.size == 0:
+            kind = sniff_format(data)
+            if kind is None:
+                raise ImageReadError("not an image (content is not a known image format)")
+            raise ImageReadError(f"corrupt or truncated {kind} file")
+        if _looks_truncated(data, img):
+            raise ImageReadError(f"truncated {sniff_format(data)} file")
+        return to_rgb8(img)
+    except MemoryError as exc:  # numpy's allocations; says nothing about the file
+        raise ImageReadError(f"{OUT_OF_MEMORY} while decoding") from exc
+    except cv2.error as exc:
+        if "Insufficient memory" in str(exc) or "Failed to allocate" in str(exc):
+            raise ImageReadError(f"{OUT_OF_MEMORY} while decoding") from exc
+        raise
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read one image file as RGB uint8 (H, W, 3)."""
-    return decode_rgb(read_bytes(path), str(path))
+def read_rgb(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read one image file as RGB uint8 (H, W, 3). `max_pixels`: see `check_pixels`."""
+    return decode_rgb(read_bytes(path, max_pixels=max_pixels), str(path))
 
 
-def read_rgb_checked(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+def read_rgb_checked(path: str | os.PathLike, *, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
     """Read and decode one file, also returning a content digest (for duplicate detection)."""
-    data = read_bytes(path)
+    data = read_bytes(path, max_pixels=max_pixels)
     return decode_rgb(data, str(path)), content_digest(data)
 
 

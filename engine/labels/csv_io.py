@@ -1,7 +1,8 @@
 """Label CSVs in and out of the label store (the store itself knows nothing of CSV files).
 
 Import reads a generic `path,label[,patient]` or C-NMC `Patient_ID,new_names,labels` file with
-`engine.data.labelfiles` (the same rules as the scan) and applies it as one undoable action.
+`engine.data.labelfiles` (the same rules as the scan) and applies it as one undoable action. A file
+that gives one cell two different labels imports nothing unless `last_wins` says which to keep.
 Export writes the current labels (generic or C-NMC form) or the full change log, atomically;
 what it leaves out is said with `engine.utils.logs.warn`.
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..data.cells import UNSURE
-from ..data.labelfiles import CNMC_CODES, CNMC_COLUMNS, read_label_file
+from ..data.labelfiles import (CNMC_CODES, CNMC_COLUMNS, Conflict, LabelConflictError, LabelRow,
+                               find_conflicts, read_label_file)
 from ..utils.csvsafe import csv_text
 from ..utils.files import atomic_write_text
 from ..utils.logs import warn
@@ -30,23 +32,26 @@ class ImportReport:
     unchanged: int  # rows whose cell already had that label
     missing: list[str]  # rows naming images that are not in the data set
     problems: list[tuple[str, str]]  # (row path, reason) for rows that could not be used
+    conflicts: list[Conflict] = field(default_factory=list)  # settled by the last row (`last_wins`)
 
 
-def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
+def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool = False) -> ImportReport:
     """Apply a labels CSV to the present cells: ONE transaction, ONE undoable action.
 
-    Raises `engine.labelfiles.LabelFileError` when the file is not a label CSV at all; bad rows and
-    rows naming images that are not in the data set are reported, not raised.
+    Raises `engine.labelfiles.LabelFileError` when the file is not a label CSV at all, and its
+    `LabelConflictError` when rows give one cell different labels (unless `last_wins`: then the
+    last such row counts, as in the file's order). Either way nothing is changed. Bad rows and rows
+    naming images that are not in the data set are reported, not raised.
     """
     lf = read_label_file(Path(csv_path), store.data_root)
     report = ImportReport(0, 0, [], [])
-    with store.transaction() as conn:
+    with store.transaction() as conn:  # raising inside rolls everything back
         present = {r[0] for r in conn.execute("SELECT path FROM cells WHERE present = 1")}
         by_name: dict[str, str | None] = {}
         for rel in present:
             name = PurePosixPath(rel).name
             by_name[name] = None if name in by_name else rel
-        updates: dict[str, str | None] = {}
+        resolved: list[tuple[str, LabelRow, str | None]] = []  # (cell, row, label)
         for row in lf.rows:
             rel = lf.resolve(row.path, present, by_name)
             if rel is None:
@@ -55,14 +60,22 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str) -> ImportReport:
                 report.problems.append((row.path, row.problem))
             else:
                 try:
-                    updates[rel] = normalise_label(row.label)
+                    resolved.append((rel, row, normalise_label(row.label)))
                 except TypeError as exc:
                     report.problems.append((row.path, str(exc)))
+        report.conflicts = find_conflicts(resolved)
+        if report.conflicts and not last_wins:
+            raise LabelConflictError(lf.path, report.conflicts)
+        updates = {rel: label for rel, _, label in resolved}  # in file order: the last row wins
         _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import")
         report.applied = len(changed)
         report.unchanged = len(updates) - len(changed)
-    log.info("imported %s by %s: %d applied, %d unchanged, %d missing, %d problems", csv_path, annotator,
-             report.applied, report.unchanged, len(report.missing), len(report.problems))
+    if report.conflicts:
+        warn(f"{len(report.conflicts)} cell(s) had rows with different labels in {lf.path.name}; "
+             "the last row of each was used")
+    log.info("imported %s by %s: %d applied, %d unchanged, %d missing, %d problems, %d conflicts", csv_path,
+             annotator, report.applied, report.unchanged, len(report.missing), len(report.problems),
+             len(report.conflicts))
     return report
 
 

@@ -140,12 +140,75 @@ def user_db_path(data_root: Path) -> Path:
     return db_path_in(user_data_root() / "projects", data_root)
 
 
+READ_ONLY = "read-only"  # the folder's own database, in a folder this user cannot write
+
+
 def locate_db(data_root: Path) -> tuple[Path, str]:
-    """Where the label database of `data_root` lives: (path, "beside" | "user-data")."""
+    """Where the label database of `data_root` lives: (path, "beside" | "user-data" | READ_ONLY).
+
+    A read-only folder that already holds a database keeps it (opened read-only: its labels are
+    shown, never hidden behind a new empty store), unless the user chose to continue in a copy of
+    it in the user data folder (`seed_copy`), which is then used."""
     beside = data_root / BESIDE_DIR / DB_NAME
     if dir_writable(beside.parent):
         return beside, "beside"
-    return user_db_path(data_root), "user-data"
+    user = user_db_path(data_root)
+    if beside.is_file() and seeded_from(user) != str(beside):
+        return beside, READ_ONLY
+    return user, "user-data"
+
+
+def seeded_from(db_path: Path) -> str | None:
+    """The database a copy was seeded from (meta 'seeded_from'), or None."""
+    if not db_path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'seeded_from'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def seed_copy(source: Path, target: Path, *, timeout: float = 5.0) -> Path:
+    """Copy the database `source` (read-only is fine) to `target` with SQLite's backup API and
+    record where it came from; `target` must not exist (nothing is ever overwritten)."""
+    if target.exists():
+        raise StoreError(f"{target} exists already; it is used as it is")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    src = _open_read_only(source, timeout)
+    try:
+        dst = sqlite3.connect(str(target), timeout=timeout, isolation_level=None)
+        try:
+            src.backup(dst)
+            dst.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seeded_from', ?)", (str(source),))
+            dst.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seeded_at', ?)", (now_utc(),))
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)
+        raise translate_error(exc, target, timeout) from exc
+    finally:
+        src.close()
+    return target
+
+
+def _open_read_only(db_path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that never writes. A WAL database in a read-only folder cannot make its -shm
+    file; then it is read as immutable (no locking: nobody can write that folder either)."""
+    errors = []
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{db_path.as_uri()}?{query}", uri=True, timeout=timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.Error as exc:
+            errors.append(exc)
+    raise translate_error(errors[-1], db_path, timeout)
 
 
 def find_db(data_root: Path) -> Path | None:
@@ -178,9 +241,24 @@ def translate_error(exc: sqlite3.Error, db_path: Path, timeout: float) -> StoreE
     return StoreError(text)
 
 
-def connect(db_path: Path, data_root: Path, timeout: float) -> tuple[sqlite3.Connection, list[str]]:
-    """Open (creating or migrating) the database; returns the connection and notes for the user."""
+def connect(db_path: Path, data_root: Path, timeout: float, *, read_only: bool = False
+            ) -> tuple[sqlite3.Connection, list[str]]:
+    """Open (creating or migrating) the database; returns the connection and notes for the user.
+    `read_only`: open an existing database without writing anything (no migration)."""
     notes: list[str] = []
+    if read_only:
+        conn = _open_read_only(db_path, timeout)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            conn.close()
+            raise translate_error(exc, db_path, timeout) from exc
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise StoreError(f"the label database {db_path} is read-only and from another allblast version "
+                             f"(schema {version}, this one reads {SCHEMA_VERSION}); continue in a copy "
+                             "(--db NEW.sqlite, or the app's offer) to use it")
+        return conn, notes
     try:
         conn = sqlite3.connect(str(db_path), timeout=timeout, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -257,9 +335,10 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
 class Database:
     """One SQLite connection behind a lock: write transactions, queries, errors as StoreError."""
 
-    def __init__(self, db_path: Path, conn: sqlite3.Connection, timeout: float):
+    def __init__(self, db_path: Path, conn: sqlite3.Connection, timeout: float, *, read_only: bool = False):
         self.db_path = db_path
         self.timeout = timeout
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
 
@@ -272,6 +351,10 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE); sqlite errors become StoreError."""
+        if self.read_only:
+            raise StoreError(f"the label database {self.db_path} is in a folder you cannot write: its labels are "
+                             "shown, but changes cannot be saved there; continue in a copy in your user data "
+                             "folder (the app offers it; allblast-engine: --db NEW.sqlite)")
         with self._lock:
             conn = self.conn
             try:

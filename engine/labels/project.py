@@ -63,6 +63,8 @@ def _labels_file(store: LabelStore, labels) -> Path | None:
     """The explicit labels CSV, remembered so a reopen without one keeps the same original labels."""
     if labels is not None:
         path = Path(labels).expanduser().resolve()
+        if store.read_only:
+            return path  # used for this open; remembered once the labels live in a writable store
         with store.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('labels_file', ?)", (str(path),))
         return path
@@ -92,8 +94,9 @@ def open_dataset(
         labels_file = _labels_file(store, labels)
         known = load_checks(store)
         result = scan(store.data_root, labels_file, patient_regex=patient_regex, known=known, progress=progress)
-        save_checks(store, known, result.checks)
-        store.sync_cells(result.cells)
+        if not store.read_only:  # a read-only store is shown as it is; the scan fills in what it lacks
+            save_checks(store, known, result.checks)
+            store.sync_cells(result.cells)
     except BaseException:
         store.close()
         raise
@@ -135,5 +138,8 @@ def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None 
         where = db or f"{result.root / BESIDE_DIR / DB_NAME} and {user_db_path(result.root)}"
         raise StoreError(f"no expert labels for {result.root} yet (looked for {where}): label cells in "
                          "allblast or with `allblast-engine labels`, or leave out --expert-labels")
-    with LabelStore.open(result.root, db_path=db) as store:
+    # The folder's own database is opened where it lives (read-only when this user cannot write the
+    # folder, or its user-data copy when one was made); any other is opened as given.
+    own = not db_path and db == result.root / BESIDE_DIR / DB_NAME
+    with LabelStore.open(result.root, db_path=None if own else db) as store:
         return apply_expert_labels(result, store.states())

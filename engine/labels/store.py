@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data.cells import UNSURE
-from .db import SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc
+from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc,
+                 seed_copy)
 
 if TYPE_CHECKING:
     from ..data.cells import Cell
@@ -113,9 +114,10 @@ class LabelStore(Database):
 
     def __init__(self, data_root: Path, db_path: Path, location: str, conn: sqlite3.Connection,
                  timeout: float, notes: list[str]):
-        super().__init__(db_path, conn, timeout)
+        super().__init__(db_path, conn, timeout, read_only=location == READ_ONLY)
         self.data_root = data_root
-        self.location = location  # "beside" | "user-data" | "custom" (db_path given)
+        # "beside" | "user-data" | "custom" (db_path given) | READ_ONLY (the folder's own, not writable here)
+        self.location = location
         self.notes = notes  # e.g. WAL not available on this file system
 
     @classmethod
@@ -125,16 +127,23 @@ class LabelStore(Database):
             raise StoreError(f"{root} is not a folder (or cannot be opened); choose the data set's folder")
         if db_path is not None:
             db, location = Path(db_path).expanduser().resolve(), "custom"
+            beside = root / BESIDE_DIR / DB_NAME
+            if not db.exists() and beside.is_file() and beside.resolve() != db:
+                seed_copy(beside, db, timeout=timeout)  # a new store never hides the folder's own labels
         else:
             db, location = locate_db(root)
-        try:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the folder for the label database {db.parent} ({exc.strerror or exc}); "
-                "make it writable or choose another database location"
-            ) from exc
-        conn, notes = connect(db, root, timeout)
+        if location != READ_ONLY:
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the folder for the label database {db.parent} ({exc.strerror or exc}); "
+                    "make it writable or choose another database location"
+                ) from exc
+        conn, notes = connect(db, root, timeout, read_only=location == READ_ONLY)
+        if location == READ_ONLY:
+            notes.append(f"{root} is read-only for you: its labels ({db}) are shown, but changes cannot be saved "
+                         "there; continue in a copy in your user data folder to label")
         log.debug("label store %s opened (%s) for %s", db, location, root)
         return cls(root, db, location, conn, timeout, notes)
 

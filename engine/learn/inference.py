@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ from ..data.dataset import CellDataset, make_loader, to_model_input
 from ..data.imaging import ImageReadError
 from ..utils.csvsafe import write_csv
 from ..utils.jobs import CancelToken, drain
+from ..utils.natsort import natural_key
 from .events import PredictedBatch, PredictProgress
 
 
@@ -33,6 +34,9 @@ class Predictions:
     classes: tuple[str, ...]
     probs: np.ndarray  # (N, C) float32, rows sum to 1, columns in `classes` order
     problems: list[Problem] = field(default_factory=list)
+    # per row: the original whose prediction a duplicate file's row copies ("" for a predicted
+    # row); None when duplicates were not added (the CSV then has no duplicate_of column)
+    duplicate_of: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -56,18 +60,37 @@ class Predictions:
         p = self.probs.astype(np.float64)
         return (-(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)).astype(np.float32)
 
+    def with_duplicates(self, duplicates: Mapping[str, str]) -> "Predictions":
+        """These predictions plus a row for each duplicate file (path -> its original, as in
+        `ScanResult.duplicates`) whose original was predicted: the original's row, copied, with
+        `duplicate_of` naming it. Rows stay in path order. A scan skips duplicates; this keeps
+        them from silently missing from an output that should list every input."""
+        index = {p: i for i, p in enumerate(self.paths)}
+        added = [(dup, index[orig], orig) for dup, orig in duplicates.items() if orig in index and dup not in index]
+        if not added:
+            return self
+        rows = list(zip(self.paths, range(len(self.paths)), self.duplicate_of or [""] * len(self.paths))) + added
+        rows.sort(key=lambda row: natural_key(row[0]))  # the scan's order, duplicates among the rest
+        source = [i for _, i, _ in rows]
+        return Predictions([p for p, _, _ in rows], [self.patients[i] for i in source], self.classes,
+                           self.probs[source], list(self.problems), [of for _, _, of in rows])
+
     def write_csv(self, path: str | os.PathLike, labels: Sequence[str | None] | None = None) -> None:
-        """path, patient, [label,] predicted, p_<class>..., margin, entropy. `labels` (the expert's,
-        for an evaluation split) adds the label column. Text cells are neutralised for spreadsheets."""
+        """path, patient, [label,] predicted, p_<class>..., margin, entropy[, duplicate_of]. `labels`
+        (the expert's, for an evaluation split) adds the label column; `duplicate_of` is there after
+        `with_duplicates`. Text cells are neutralised for spreadsheets."""
         if labels is not None and len(labels) != len(self.paths):
             raise ValueError(f"{len(labels)} labels for {len(self.paths)} predictions")
         label_col = ["label"] if labels is not None else []
-        header = ["path", "patient", *label_col, "predicted", *[f"p_{c}" for c in self.classes], "margin", "entropy"]
+        dup_col = ["duplicate_of"] if self.duplicate_of is not None else []
+        header = ["path", "patient", *label_col, "predicted", *[f"p_{c}" for c in self.classes], "margin", "entropy",
+                  *dup_col]
         labels = labels if labels is not None else [None] * len(self.paths)
+        dups = self.duplicate_of if self.duplicate_of is not None else [""] * len(self.paths)
         rows = ([p, pat or "", *([lab or ""] if label_col else []), pred, *[f"{v:.6f}" for v in probs],
-                 f"{m:.6f}", f"{e:.6f}"]
-                for p, pat, lab, pred, probs, m, e in zip(self.paths, self.patients, labels, self.predicted,
-                                                          self.probs, self.margin, self.entropy))
+                 f"{m:.6f}", f"{e:.6f}", *([dup] if dup_col else [])]
+                for p, pat, lab, pred, probs, m, e, dup in zip(self.paths, self.patients, labels, self.predicted,
+                                                               self.probs, self.margin, self.entropy, dups))
         write_csv(path, header, rows)
 
 

@@ -21,6 +21,9 @@ from .weights import LITE0_PACKAGE, WeightsInfo, load_backbone_file, load_pretra
 FORMAT = "allblast.model/1"
 
 
+MIN_IMG_SIZE, MAX_IMG_SIZE = 16, 2048  # pixels per side a cell model may take
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     backbone: str
@@ -39,10 +42,36 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        d = dict(d)
-        for key in ("classes", "mean", "std"):
-            d[key] = tuple(d[key])
-        return cls(**d)
+        """A spec read from a file, checked: a model file is input like any other (an absurd image
+        size would allocate gigabytes before anything else could complain). Raises ValueError."""
+        try:
+            d = dict(d)
+            for key in ("classes", "mean", "std"):
+                d[key] = tuple(d[key])
+            spec = cls(**d)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"the model's description is incomplete or malformed ({exc})") from exc
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        problems = []
+        if not isinstance(self.backbone, str) or not self.backbone:
+            problems.append(f"backbone {self.backbone!r}")
+        if not (len(self.classes) >= 2 and all(isinstance(c, str) and c for c in self.classes)
+                and len(set(self.classes)) == len(self.classes)):
+            problems.append(f"classes {list(self.classes)!r} (need 2 or more distinct names)")
+        if not (isinstance(self.img_size, int) and MIN_IMG_SIZE <= self.img_size <= MAX_IMG_SIZE):
+            problems.append(f"image size {self.img_size!r} (allowed {MIN_IMG_SIZE}-{MAX_IMG_SIZE})")
+        if len(self.mean) != 3 or len(self.std) != 3 or not all(isinstance(v, (int, float)) and 0 < v < 10
+                                                                  for v in self.std):
+            problems.append("normalisation mean/std")
+        if not (isinstance(self.hidden, int) and 1 <= self.hidden <= 65536):
+            problems.append(f"hidden size {self.hidden!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            problems.append(f"dropout {self.dropout!r}")
+        if problems:
+            raise ValueError("the model's description is not valid: " + "; ".join(problems))
 
 
 class CellClassifier(nn.Module):
@@ -111,7 +140,10 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, M
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an allblast model file (format {FORMAT})")
-    spec = ModelSpec.from_dict(ckpt["spec"])
+    try:
+        spec = ModelSpec.from_dict(ckpt.get("spec") or {})
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}; it cannot be used: choose another model file") from exc
     # The architecture comes from the spec alone; the state dict replaces every weight.
     model = CellClassifier(spec.backbone, len(spec.classes), hidden=spec.hidden, dropout=spec.dropout)
     model.load_state_dict(ckpt["state_dict"], strict=True)

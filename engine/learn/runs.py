@@ -79,6 +79,20 @@ class RunDir:
         check_writable_dir(self.path)
         return self
 
+    def clean_temporaries(self) -> list[Path]:
+        """Remove what an interrupted atomic write left (`.model.pt.x1y2.tmp`, 15 MB each). Call it
+        only when no process writes this run: when a training of it starts or resumes."""
+        removed = []
+        for tmp in self.path.glob(".*.tmp") if self.path.is_dir() else []:
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError as exc:
+                log.warning("could not remove the leftover %s: %s", tmp, exc)
+        if removed:
+            log.info("removed %d leftover temporary files from %s", len(removed), self.path)
+        return removed
+
     def can_resume(self) -> bool:
         return self.last_path.is_file() and self.config_path.is_file() and self.split_path.is_file()
 

@@ -45,12 +45,14 @@ class TrainingSession:
         config.validate()
         state = None
         if resume:
+            run.clean_temporaries()  # a killed run's half-written checkpoint; this run is ours now
             config, split, state = self._restore(run, config)
         else:
             if run.has_run():
                 raise ValueError(f"{run.path} already holds a training run; choose a new output folder "
                                  "or resume it")
             run.create()
+            run.clean_temporaries()
             split = make_split(scan, config.split, seed=config.seed, val_scan=val_scan,
                                val_fraction=config.val_fraction, test_fraction=config.test_fraction)
             for text in split.warnings:

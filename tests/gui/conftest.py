@@ -58,10 +58,12 @@ def make_window(qtbot, tmp_path, settings_path):
 
     made = []
 
-    def make(*, db_dir: Path | None = None, annotator: str = "tester"):
+    def make(*, db_dir: Path | None = None, annotator: str = "tester", default_store: bool = False):
+        """`default_store`: the database where a user's would be (beside the folder, or the user
+        data folder), not in a test folder."""
         window = MainWindow(
             settings=QSettings(str(settings_path), QSettings.Format.IniFormat),
-            db_dir=db_dir or tmp_path / "db",
+            db_dir=None if default_store else db_dir or tmp_path / "db",
             annotator=annotator,
             thumbnail_cache=tmp_path / "thumbs",
         )
