@@ -25,7 +25,9 @@ def _qt_message_to_log(mode, context, message: str) -> None:
     logging.getLogger("qt").log(level, "%s", message)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str], *, check_folder: bool = True) -> argparse.Namespace:
+    """`check_folder=False` (what `main` does): a FOLDER that is missing or not a folder is left to
+    the window, which says so in a message box where the user looks, not only on a terminal."""
     p = argparse.ArgumentParser(prog="allblast", description="Review and relabel single-cell blood images.")
     p.add_argument("folder", nargs="?", help="folder of cell images to open (C-NMC, PBC class folders, ...)")
     p.add_argument("--annotator", metavar="NAME", help="name recorded with every label change (remembered)")
@@ -46,13 +48,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--exit-after needs --script FILE.py")
     if args.script and not Path(args.script).expanduser().is_file():
         p.error(f"script {args.script} does not exist")
-    if args.folder and not Path(args.folder).expanduser().is_dir():
+    if check_folder and args.folder and not Path(args.folder).expanduser().is_dir():
         p.error(f"{args.folder} is not a folder")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parse_args(sys.argv[1:] if argv is None else list(argv), check_folder=False)
+    if args.folder and not Path(args.folder).expanduser().is_dir():  # the window says it too
+        print(f"allblast: {args.folder} is not a folder", file=sys.stderr)
     from engine.utils.logs import setup_logging, user_log_dir
 
     # A rotating file in the user log folder (Help > Show Log Folder) keeps every traceback.

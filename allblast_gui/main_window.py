@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from . import actions as act
-from .controllers.dataset import DatasetController, LoadedDataset
+from .controllers.dataset import DatasetController, LoadedDataset, describe_holders, folder_concern
 from .controllers.review import ReviewController
 from .dialogs import label_io
 from .dialogs.help_dialog import HelpDialog
@@ -151,6 +151,13 @@ class MainWindow(QMainWindow):
             "show_patients": lambda: self.show_dock("patients"), "accept_prediction": r.accept_prediction,
             "saliency": self.inspector.toggle_saliency,
             "label_unsure": r.label_unsure, "label_clear": r.label_clear,
+            "actual_size": image.actual_size,
+            "brighter": lambda: self.step_display(brightness=+1), "darker": lambda: self.step_display(brightness=-1),
+            "more_contrast": lambda: self.step_display(contrast=+1),
+            "less_contrast": lambda: self.step_display(contrast=-1),
+            "gamma_up": lambda: self.step_display(gamma=+1), "gamma_down": lambda: self.step_display(gamma=-1),
+            "auto_contrast": self.auto_contrast, "reset_display": self.reset_display,
+            "patient_on_tiles": lambda: self.set_patient_on_tiles(self.actions["patient_on_tiles"].isChecked()),
         }
         for i in range(1, act.MAX_CLASS_KEYS + 1):
             handlers[f"label_{i}"] = lambda n=i: r.label_class(n)
@@ -174,6 +181,7 @@ class MainWindow(QMainWindow):
         self.review.labelsChanged.connect(self._on_labels_changed)
         self.review.message.connect(lambda text: s.showMessage(text, 5000))
         self.review.failed.connect(self._warn)
+        self.review.ask_annotator = self._ask_first_annotator
         self.review.undoStateChanged.connect(self._on_undo_state)
         t = self.training
         t.message.connect(lambda text: s.showMessage(text, 15000))
@@ -186,10 +194,51 @@ class MainWindow(QMainWindow):
         p.progress.connect(lambda done, total: s.hide_progress() if done < 0 else s.show_progress(done, total))
         p.controller.runningChanged.connect(self._on_predicting)
         self.tree.disagreeRequested.connect(lambda: self.filter_bar.set_disagree_only(True))
+        self.actions["patient_on_tiles"].setCheckable(True)
+        self.actions["patient_on_tiles"].setEnabled(False)
+        self.datasetOpened.connect(self._on_display_dataset)
 
     # -- opening ---------------------------------------------------------------------------------
     def open_folder(self, folder: str | Path, labels: str | Path | None = None) -> None:
+        """Open a folder of cells; a system or home folder, or one of more than 20,000 files, is
+        opened only when the user says so (indexing it could take very long)."""
+        self._wire_safe_opening()
+        path = Path(folder).expanduser()
+        concern = folder_concern(path) if path.is_dir() else None
+        if concern is not None and not self._confirm_open(concern):
+            self.status.showMessage(f"Not opened: {path}", 10000)
+            return
         self.datasets.open(folder, labels)
+
+    def _confirm_open(self, concern: str) -> bool:
+        if self.quitting_from_script or self.script_app.waiting:
+            return True  # a script asked for this folder itself
+        answer = QMessageBox.question(
+            self, "Open this folder?", f"{concern}\n\nOpen and index it anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _wire_safe_opening(self) -> None:
+        """Cancel (status bar button, Esc) while a folder is indexed; wired once."""
+        if getattr(self, "_cancel_shortcut", None) is not None:
+            return
+        from PySide6.QtGui import QKeySequence, QShortcut
+
+        self._cancel_shortcut = QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.cancel_open)
+        self._cancel_shortcut.setEnabled(False)  # Esc belongs to the other widgets when nothing loads
+        self.status.cancelRequested.connect(self.cancel_open)
+        self.datasets.loading.connect(lambda _root: self._cancel_shortcut.setEnabled(True))
+
+    def cancel_open(self) -> bool:
+        """Stop indexing the folder being opened (Esc, the status bar's Cancel); nothing is kept."""
+        if getattr(self, "_cancel_shortcut", None) is not None:
+            self._cancel_shortcut.setEnabled(False)
+        if not self.datasets.cancel():
+            return False
+        self.status.hide_progress()
+        self.status.showMessage("Opening cancelled: nothing was kept", 10000)
+        self.datasetFailed.emit("opening cancelled")
+        return True
 
     def ask_open(self) -> None:
         start = (self.prefs.recent_folders() or [str(Path.home())])[0]
@@ -199,6 +248,8 @@ class MainWindow(QMainWindow):
 
     def _on_opened(self, ds: LoadedDataset) -> None:
         self.status.hide_progress()
+        if getattr(self, "_cancel_shortcut", None) is not None:
+            self._cancel_shortcut.setEnabled(False)
         self.thumbnails.reset()
         self.inspector.set_context(ds.root, ds.store)  # before the rows: selecting shows a cell
         self.model.set_rows(ds.root, ds.rows, ds.classes)
@@ -209,7 +260,8 @@ class MainWindow(QMainWindow):
         self.training.set_dataset(ds)
         self.predictions.set_dataset(ds)
         self._set_label_actions(ds.classes)
-        self.status.set_db(ds.store.location, ds.store.db_path)
+        # Until the first label the index waits in the user cache: show where labels will be kept.
+        self.status.set_db(ds.store.location, getattr(ds.store, "home", None) or ds.store.db_path)
         self.prefs.add_recent(ds.root)
         self.setWindowTitle(f"{ds.root.name} — allblast")
         if self.model.visible_count():
@@ -220,11 +272,46 @@ class MainWindow(QMainWindow):
         # ids, ...) are tooltips in the data set tree.
         notes = [f"{len(ds.problems)} unreadable files"] if ds.problems else []
         notes += list(getattr(ds.store, "notes", []))
+        if self.datasets.others:
+            notes.append(f"also open by {describe_holders(self.datasets.others)}")
         self.status.showMessage(" · ".join([f"Opened {ds.root.name}", *notes]), 15000)
         self._update_counts()
         self.datasetOpened.emit(ds)
+        quiet = self.quitting_from_script or self.script_app.waiting
+        if self.datasets.others:
+            self._tell_also_open(ds, quiet)
+        if not ds.rows and not ds.problems:
+            self._explain_empty(ds, quiet)
         if ds.store.read_only:
             self._offer_copy(ds)
+
+    def _tell_also_open(self, ds: LoadedDataset, quiet: bool) -> None:
+        """Another window or program has this folder open: say who (non-blocking; SQLite keeps
+        concurrent label changes safe, each window shows the other's after a refresh)."""
+        self.also_open_box = box = QMessageBox(
+            QMessageBox.Icon.Information, "Folder open elsewhere too",
+            f"{ds.root} is also open by {describe_holders(self.datasets.others)}.\n\nBoth can label: every "
+            "change is saved at once, but you may label the same cells twice. Coordinate with them.",
+            QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("alsoOpenBox")
+        if not quiet:
+            box.open()
+
+    def _explain_empty(self, ds: LoadedDataset, quiet: bool) -> None:
+        """An empty (or wrong) folder: say what allblast expects."""
+        self.empty_box = box = QMessageBox(
+            QMessageBox.Icon.Information, "No cell images here",
+            f"No cell images were found in {ds.root}.\n\n"
+            "allblast opens a folder of single-cell images (bmp, png, jpg, tif), laid out as:\n"
+            " • C-NMC: fold_0/all/UID_11_3_1_all.bmp and fold_0/hem/UID_H10_4_2_hem.bmp (classes all and "
+            "hem in fold_N folders; the patient id, 11 or H10, in the file name)\n"
+            " • class folders: one folder per class (e.g. basophil/, neutrophil/, …) holding its images\n"
+            " • any folder of images with a labels CSV (path,label[,patient]; allblast --labels FILE.csv)\n\n"
+            "Choose the folder that holds them with File ▸ Open Folder….",
+            QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("emptyFolderBox")
+        if not quiet:
+            box.open()
 
     def _offer_copy(self, ds: LoadedDataset) -> None:
         """A read-only folder with its own labels: they are shown; labelling needs a writable copy."""
@@ -260,6 +347,9 @@ class MainWindow(QMainWindow):
 
     def _on_failed(self, folder: str, message: str) -> None:
         self.status.hide_progress()
+        if getattr(self, "_cancel_shortcut", None) is not None:
+            self._cancel_shortcut.setEnabled(False)
+        self.prefs.remove_recent(folder)  # Open Recent lists folders that open
         self.status.showMessage(f"Could not open {folder}", 10000)
         self.datasetFailed.emit(message)
         if not (self.quitting_from_script or self.script_app.waiting):  # a script gets the error itself
@@ -305,9 +395,15 @@ class MainWindow(QMainWindow):
         self.actions["redo"].setEnabled(can_redo)
 
     def _update_counts(self) -> None:
+        # Cells are the readable ones, as the data set tree counts them; unreadable files (the
+        # tree's "Unreadable files", duplicates included) are counted apart.
         rows = self.model.all_rows()
-        changed = sum(1 for r in rows if r.current != r.original)
-        self.status.set_counts(len(rows), self.model.visible_count(), self.grid.selection_count(), changed)
+        readable = [r for r in rows if not r.problem]
+        changed = sum(1 for r in readable if r.current != r.original)
+        ds = self.datasets.current
+        unreadable = len(ds.problems) if ds is not None else len(rows) - len(readable)
+        self.status.set_counts(len(readable), self.model.visible_count(), self.grid.selection_count(), changed,
+                               unreadable)
 
     def _reveal(self, path: str) -> None:
         if self.model.row_of(path) is None:
@@ -329,6 +425,9 @@ class MainWindow(QMainWindow):
 
     def import_labels(self, path: str | Path | None = None) -> str | None:
         def run(store):
+            if not self.review.ensure_annotator():  # an import is labelling too: never an anonymous one
+                self.status.showMessage("Not imported: the annotator's name is needed (Edit ▸ Set Annotator…)", 8000)
+                raise label_io.Cancelled()
             summary, _report = label_io.import_labels(self, store, self.review.annotator, path)
             self.review.reload_from_store()
             return summary
@@ -353,16 +452,68 @@ class MainWindow(QMainWindow):
         self.model.fetch_all()  # the grid fetches rows lazily; "all" means every visible cell
         self.grid.selectAll()
 
-    def ask_annotator(self) -> None:
-        name, ok = QInputDialog.getText(self, "Annotator", "Name recorded with every label change:",
-                                        text=self.review.annotator)
+    def ask_annotator(self, prompt: str = "Name recorded with every label change:") -> str | None:
+        """Edit ▸ Set Annotator… (and the first label when no name was ever set); the name given,
+        or None when cancelled."""
+        name, ok = QInputDialog.getText(self, "Annotator", prompt, text=self.review.annotator)
         if ok and name.strip():
             self.set_annotator(name.strip())
+            return name.strip()
+        return None
+
+    def _ask_first_annotator(self) -> str | None:
+        return self.ask_annotator("Who is labelling? Your name is recorded with every label change\n"
+                                  "(Edit ▸ Set Annotator… changes it later):")
 
     def set_annotator(self, name: str) -> None:
         self.prefs.set_annotator(name)
         self.review.set_annotator(name)
         self.status.set_annotator(name)
+
+    # -- seeing the cell (display only: files are never changed) -----------------------------------
+    def set_display(self, display) -> None:
+        """Brightness, contrast, gamma and auto contrast for the tiles and the inspector."""
+        self.model.set_display(display)
+        self.inspector.set_display(self.model.display())
+        self.status.showMessage("Display: " + ("as in the files" if display.is_identity() else display.describe())
+                                + " (files unchanged)", 5000)
+
+    def step_display(self, **steps: int) -> None:
+        self.set_display(self.model.display().adjusted(**steps))
+
+    def reset_display(self) -> None:
+        """Back to the files' own pixels; the folder's auto contrast is forgotten too."""
+        ds = self.datasets.current
+        if ds is not None:
+            self.prefs.set_auto_levels(ds.root, None)
+        self.set_display(type(self.model.display())())
+
+    def auto_contrast(self) -> tuple[int, int] | None:
+        """Stretch the data set's 1st-99th intensity percentiles, measured on the thumbnails in
+        memory (a sample spread over the folder), to the full range; remembered per folder."""
+        from .models.thumbnails import auto_levels
+
+        levels = auto_levels(self.model.sample_images())
+        if levels is None:
+            self.status.showMessage("Auto contrast: no thumbnails to measure yet (or they are flat)", 5000)
+            return None
+        ds = self.datasets.current
+        if ds is not None:
+            self.prefs.set_auto_levels(ds.root, levels)
+        self.set_display(self.model.display().with_levels(levels))
+        return levels
+
+    def set_patient_on_tiles(self, on: bool) -> None:
+        self.actions["patient_on_tiles"].setChecked(on)
+        self.model.set_patient_on_tiles(on)
+
+    def _on_display_dataset(self, ds) -> None:
+        """A folder's own auto contrast comes back with it; brightness/contrast/gamma stay."""
+        self.actions["patient_on_tiles"].setEnabled(bool(ds.patients))
+        self.model.set_patient_on_tiles(self.actions["patient_on_tiles"].isChecked() and bool(ds.patients))
+        display = self.model.display().with_levels(self.prefs.auto_levels(ds.root))
+        self.model.set_display(display)
+        self.inspector.set_display(self.model.display())
 
     def change_tile_size(self, delta: int) -> None:
         size = max(MIN_TILE, min(MAX_TILE, self.model.tile_size() + delta))

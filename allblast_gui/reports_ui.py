@@ -14,10 +14,23 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from engine.report.case import CaseCell
 
-from .models.patient_summary import default_positive
 from .workers import TaskRunner
 
 log = logging.getLogger(__name__)
+
+
+def output_dir(root: Path | None) -> Path:
+    """Where reports and exported tables go unless the user says otherwise: the user's documents,
+    never the data folder (nothing is written there but labels) nor its .allblast/ folder."""
+    import platformdirs
+
+    base = Path(platformdirs.user_documents_dir()) / "allblast"
+    return base / root.name if root is not None else base
+
+
+def blast_class(classes) -> str | None:
+    """The class whose fraction a report states by default: the blasts (C-NMC's `all`), else none."""
+    return next((name for name in ("all", "blast", "blasts") if name in classes), None)
 
 
 def case_cells(rows) -> list[CaseCell]:
@@ -93,10 +106,8 @@ class ReportsUI(QObject):
         if ds is None:
             self.message.emit("Open a folder of cells first")
             return None
-        panel = self.window.predictions.patients
         dialog = ReportDialog(patients=list(ds.patients), selection=len(self.window.grid.selected_paths()),
-                              classes=list(ds.classes), positive=panel.positive.currentData() or
-                              ("all" if "all" in ds.classes else None),
+                              classes=list(ds.classes), positive=blast_class(ds.classes),
                               reviewer=self.window.review.annotator,
                               default_path=self._default_dir() / f"{ds.root.name}-case-report.pdf", parent=self.window)
         dialog.accepted.connect(lambda: self.export_case_report(dialog.path.text().strip(), **dialog.options()))
@@ -106,14 +117,14 @@ class ReportsUI(QObject):
         return dialog
 
     def _default_dir(self) -> Path:
-        catalog = self.window.training.catalog
-        return (catalog.root.parent / "reports") if catalog is not None else Path.home()
+        ds = self._dataset()
+        return output_dir(ds.root if ds is not None else None)
 
     def export_case_report(self, path, scope: str = "folder", *, positive: str | None = "auto", per_class: int = 8,
                            reviewer: str | None = None, open_after: bool = False):
         """Write a case report of `scope` ("folder", "patient:<id>", "selection") in the background;
-        returns the worker (its `result` is the path). `positive="auto"`: the Patients panel's class
-        (`all`, the blasts, for C-NMC); None states no fraction."""
+        returns the worker (its `result` is the path). `positive="auto"`: the blasts (`all` for
+        C-NMC), else none; None states no fraction."""
         from .report.render import check_output
 
         ds = self._dataset()
@@ -136,7 +147,7 @@ class ReportsUI(QObject):
         if not rows:
             raise ValueError(f"no cells in {scope_text}: nothing to report")
         if positive == "auto":
-            positive = self.window.predictions.patients.positive.currentData() or default_positive(ds.classes)
+            positive = blast_class(ds.classes)
         options = {"root": ds.root, "scope_text": scope_text, "positive": positive, "per_class": per_class,
                    "reviewer": reviewer if reviewer is not None else self.window.review.annotator}
         record = self.window.predictions.controller.shown

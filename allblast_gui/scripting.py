@@ -141,7 +141,9 @@ class ScriptApp:
             raise ScriptError(f"prediction failed: {ui.controller.last_error or 'stopped'}")
         record = ui.controller.shown
         if out is None:
-            out = ui._catalog().root.parent / "predictions" / f"{record.name}-{record.short}.csv"
+            from .reports_ui import output_dir
+
+            out = output_dir(ui.dataset.root) / f"{record.name}-{record.short}.csv"
         try:  # a script may replace its own output, never the label database or an image
             out = check_output(out, force=True, what="predictions CSV")
         except OutputRefused as exc:
@@ -170,7 +172,7 @@ class ScriptApp:
                       per_class: int = 8, reviewer: str | None = None, timeout: float | None = 600) -> Path:
         """Write a case report (.pdf or .html) of the open folder (`scope="folder"`), one patient
         (`"patient:<id>"`) or the selected cells (`"selection"`); returns the path when written.
-        `positive`: the class whose fraction is stated ("auto": as the Patients panel, `all` for C-NMC)."""
+        `positive`: the class whose fraction is stated ("auto": the blasts, `all` for C-NMC, else none)."""
         ui = self._window.reports
         try:
             worker = ui.export_case_report(Path(path).expanduser(), scope, positive=positive, per_class=per_class,

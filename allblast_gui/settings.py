@@ -3,13 +3,12 @@ Train dialog's settings, geometry. Tests inject their own QSettings (an ini file
 so they never touch the user's real settings."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
-
-from engine.labels.store import default_annotator
 
 MAX_RECENT = 10
 DEFAULT_TILE = 112
@@ -32,12 +31,21 @@ class Prefs:
         items = [f for f in self.recent_folders() if f != folder]
         self.qs.setValue("recent/folders", [folder, *items][:MAX_RECENT])
 
+    def remove_recent(self, folder: str | os.PathLike) -> None:
+        """Forget a folder that could not be opened (Open Recent lists only folders that opened)."""
+        folder = str(Path(folder))
+        items = self.recent_folders()
+        if folder in items:
+            self.qs.setValue("recent/folders", [f for f in items if f != folder])
+
     def clear_recent(self) -> None:
         self.qs.remove("recent/folders")
 
     # -- annotator -------------------------------------------------------------------------------
     def annotator(self) -> str:
-        return str(self.qs.value("labeling/annotator", "") or default_annotator())
+        """The name recorded with label changes; "" until one was given (the window then asks on
+        the first label: the OS user, often "root" on a lab PC, is never recorded silently)."""
+        return str(self.qs.value("labeling/annotator", "") or "").strip()
 
     def set_annotator(self, name: str) -> None:
         self.qs.setValue("labeling/annotator", name.strip())
@@ -52,6 +60,22 @@ class Prefs:
 
     def set_tile_size(self, px: int) -> None:
         self.qs.setValue("view/tile_size", int(px))
+
+    def auto_levels(self, folder: str | os.PathLike) -> tuple[int, int] | None:
+        """The folder's auto-contrast levels (low, high), or None when it has none."""
+        value = str(self.qs.value(f"display/auto_levels/{_folder_key(folder)}", "") or "")
+        try:
+            lo, hi = (int(v) for v in value.split(","))
+        except ValueError:
+            return None
+        return (lo, hi) if 0 <= lo < hi <= 255 else None
+
+    def set_auto_levels(self, folder: str | os.PathLike, levels: tuple[int, int] | None) -> None:
+        key = f"display/auto_levels/{_folder_key(folder)}"
+        if levels is None:
+            self.qs.remove(key)
+        else:
+            self.qs.setValue(key, f"{int(levels[0])},{int(levels[1])}")
 
     # -- training ------------------------------------------------------------------------------
     def train_settings(self) -> dict:
@@ -74,3 +98,8 @@ class Prefs:
 
     def sync(self) -> None:
         self.qs.sync()
+
+
+def _folder_key(folder: str | os.PathLike) -> str:
+    """A QSettings key for a folder (a path's slashes would make groups)."""
+    return hashlib.blake2b(str(Path(folder)).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()

@@ -10,6 +10,12 @@ import pytest
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Keep CPU tests reproducible and polite on a 2-core machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# The label index of a folder without labels waits in the user cache: keep the tests' out of the
+# real one (subprocesses inherit it too).
+if "ALLBLAST_TEST_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["ALLBLAST_TEST_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="allblast-test-cache-")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REQUIRE_SHARED = os.environ.get("ALLBLAST_REQUIRE_SHARED_DATA") == "1"

@@ -68,10 +68,11 @@ def test_class_filter_uses_the_current_label(rows):
 
 def test_status_filters(rows):
     assert names(rows, CellFilter(changed_only=True)) == ["cell_10.png", "UID_2_1_1_all.bmp", "UID_h3_2_1_hem.bmp"]
-    assert names(rows, CellFilter(unlabeled_only=True)) == ["broken.png", "cell_9.png"]
+    # An unreadable file has no label but is not "unlabeled": it is counted as unreadable.
+    assert names(rows, CellFilter(unlabeled_only=True)) == ["cell_9.png"]
     assert names(rows, CellFilter(unsure_only=True)) == ["UID_h3_2_1_hem.bmp"]
     # Both: the cells still needing a decision (OR), not the empty set.
-    assert names(rows, CellFilter(unlabeled_only=True, unsure_only=True)) == ["broken.png", "cell_9.png", "UID_h3_2_1_hem.bmp"]
+    assert names(rows, CellFilter(unlabeled_only=True, unsure_only=True)) == ["cell_9.png", "UID_h3_2_1_hem.bmp"]
     # Other criteria combine with AND.
     assert names(rows, CellFilter(changed_only=True, classes=frozenset({"all"}))) == ["cell_10.png"]
 
@@ -100,9 +101,9 @@ def test_sorts(rows):
 
 def test_filter_sees_relabels(rows):
     flt = CellFilter(unlabeled_only=True)
-    assert names(rows, flt) == ["broken.png", "cell_9.png"]
+    assert names(rows, flt) == ["cell_9.png"]  # not the unreadable broken.png
     rows[4].current = "hem"
-    assert names(rows, flt) == ["broken.png"]
+    assert names(rows, flt) == []
 
 
 def test_15000_rows_filter_and_sort_in_natural_order():

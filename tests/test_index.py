@@ -111,6 +111,8 @@ def test_beside_store_is_not_scanned(pbc_dir, tmp_path):
     root = tmp_path / "copy"
     _copy_some(pbc_dir, root, per_class=1)
     with open_dataset(root) as project:
+        # the store moves beside the images with the first label (nothing is written there before)
+        project.store.set_label(project.scan.cells[0].path, "unsure", annotator="t")
         assert project.store.location == "beside"
         assert project.store.db_path.parent == root.resolve() / ".allblast"
         (project.store.db_path.parent / "stray.png").write_bytes(b"x" * 100)

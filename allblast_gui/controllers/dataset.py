@@ -8,9 +8,14 @@ result is dropped and its label store closed.
 from __future__ import annotations
 
 import gc
+import getpass
+import json
 import logging
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -21,6 +26,7 @@ from ..models.cell_rows import CellRow, rows_from_scan
 from ..workers import TaskRunner
 
 LOAD_KEY = "open-dataset"
+LARGE_FOLDER = 20_000  # files: more than this and the window asks before indexing
 log = logging.getLogger(__name__)
 
 
@@ -42,6 +48,155 @@ class LoadedDataset:
 def db_path_for(root: Path, db_dir: Path | None) -> Path | None:
     """Database file for `root` inside `db_dir` (tests, demos, read-only shares); None = store default."""
     return None if db_dir is None else db_path_in(Path(db_dir), root)
+
+
+def _system_folders() -> set[Path]:
+    """Folders that hold a system or a user's whole home, never a data set of cells."""
+    names = ["/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/var", "/opt", "/proc", "/sys", "/dev", "/boot",
+             "/home", "/Users", "/System", "/Library", "/Applications", "/Volumes", "/private", "/tmp"]
+    if sys.platform == "win32":
+        drive = os.environ.get("SystemDrive", "C:") + "\\"
+        names += [drive, os.environ.get("SystemRoot", drive + "Windows"), drive + "Program Files",
+                  drive + "Program Files (x86)", drive + "ProgramData", drive + "Users"]
+    out = set()
+    for name in [*names, str(Path.home())]:
+        try:
+            out.add(Path(name).resolve())
+        except OSError:
+            pass
+    return out
+
+
+def count_files(root: Path, limit: int | None = None) -> int:
+    """Files under `root` (hidden folders and links to folders skipped), counting stops above `limit`."""
+    limit = LARGE_FOLDER if limit is None else limit
+    count, todo = 0, [root]
+    while todo and count <= limit:
+        try:
+            with os.scandir(todo.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            if not entry.name.startswith("."):
+                                todo.append(entry.path)
+                        else:
+                            count += 1
+                    except OSError:
+                        continue
+                    if count > limit:
+                        break
+        except OSError:
+            continue
+    return count
+
+
+def folder_concern(root: Path, limit: int | None = None) -> str | None:
+    """Why opening `root` deserves a question first (a system or home folder, more than `limit`
+    files), or None. Cheap: the count stops at the limit."""
+    limit = LARGE_FOLDER if limit is None else limit
+    try:
+        resolved = Path(root).expanduser().resolve()
+    except OSError:
+        return None
+    if resolved in _system_folders() or resolved.parent == resolved:
+        return (f"{resolved} looks like a system or home folder, not a folder of cell images. Indexing it "
+                "reads every image file below it and can take very long.")
+    if count_files(resolved, limit) > limit:
+        return (f"{resolved} holds more than {limit:,} files. Indexing reads every image once and can take "
+                "a long time.")
+    return None
+
+
+# -- who else has the folder open ---------------------------------------------------------------
+LOCK_NAME = "lock.json"
+
+
+def _holder(token: str) -> dict:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in the environment
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname(), "pid": os.getpid(), "window": token,
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
+
+
+def _holders_at(path: Path, token: str) -> list[dict]:
+    """The live holders recorded in `path` other than `token` (a dead pid on this host is stale)."""
+    host = socket.gethostname()
+    try:
+        holders = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    out = []
+    for h in holders if isinstance(holders, list) else []:
+        if not isinstance(h, dict) or not isinstance(h.get("pid"), int):
+            continue
+        if h.get("host") == host:
+            if h["pid"] == os.getpid() and h.get("window") == token:
+                continue
+            if h["pid"] != os.getpid() and not _alive(h["pid"]):
+                continue
+        out.append(h)
+    return out
+
+
+def lock_dirs(store) -> list[Path]:
+    """Where the locks of the store's data set are: beside its database (the folder's own, seen
+    from other hosts too) and, while it has none yet, beside the pending index."""
+    dirs = [Path(store.db_path).parent]
+    home = getattr(store, "home", None)
+    if home is not None:
+        dirs.append(Path(home).parent)
+    return dirs
+
+
+def take_lock(store, token: str) -> tuple[Path | None, list[dict]]:
+    """Record this window as a holder of the store's data set (`lock.json` beside its database; a
+    read-only folder is left as it is). Returns (the lock file written or None, the other live holders)."""
+    others = [h for d in lock_dirs(store) for h in _holders_at(d / LOCK_NAME, token)]
+    if store.read_only:
+        return None, others
+    path = Path(store.db_path).parent / LOCK_NAME
+    try:
+        _write_locks(path, [*_holders_at(path, token), _holder(token)])
+    except OSError as exc:
+        log.info("no lock written at %s: %s", path, exc)
+        return None, others
+    return path, others
+
+
+def release_lock(path: Path | None, token: str) -> None:
+    """Remove this window's entry from `path` (the file goes once nobody holds it)."""
+    if path is None or not path.is_file():
+        return
+    try:
+        _write_locks(path, _holders_at(path, token))
+    except OSError as exc:
+        log.info("lock %s not released: %s", path, exc)
+
+
+def _write_locks(path: Path, holders: list[dict]) -> None:
+    from engine.utils.files import atomic_write_text
+
+    if holders:
+        atomic_write_text(path, json.dumps(holders, indent=1))
+    else:
+        path.unlink(missing_ok=True)
+
+
+def describe_holders(holders: list[dict]) -> str:
+    return "; ".join(f"{h.get('user', '?')} on host {h.get('host', '?')} (process {h.get('pid')}) since "
+                     f"{h.get('since', '?')}" for h in holders)
 
 
 def load_dataset(root: Path, labels: Path | None, db_path: Path | None, progress=None) -> LoadedDataset:
@@ -90,12 +245,18 @@ class DatasetController(QObject):
     opened = Signal(object)  # LoadedDataset
     failed = Signal(str, str)  # folder, message
     warned = Signal(str)  # a warning for the user from opening (engine.utils.logs.warn)
+    cancelled = Signal(str)  # folder: the user stopped indexing it (nothing was kept)
 
     def __init__(self, runner: TaskRunner, *, db_dir: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
         self._runner = runner
         self._db_dir = Path(db_dir) if db_dir else None
         self.current: LoadedDataset | None = None
+        self.others: list[dict] = []  # other windows / programs that have the open folder open too
+        self._token = f"{os.getpid()}-{id(self):x}"
+        self._lock: Path | None = None
+        self._worker = None
+        self._loading_root: str | None = None
 
     @property
     def busy(self) -> bool:
@@ -108,7 +269,9 @@ class DatasetController(QObject):
         except OSError:
             pass
         if not root.is_dir():
-            self.failed.emit(str(root), f"{root} is not a folder, or it cannot be read.")
+            why = " (it does not exist)" if not root.exists() else ", or it cannot be read"
+            self.failed.emit(str(root), f"{root} is not a folder{why}. Choose a folder of cell images "
+                             "(File ▸ Open Folder…).")
             return
         worker = self._runner.run(
             load_dataset, root, Path(labels) if labels else None, db_path_for(root, self._db_dir),
@@ -118,8 +281,28 @@ class DatasetController(QObject):
         worker.result.connect(self._on_loaded)
         worker.error.connect(lambda exc, r=str(root): self.failed.emit(r, _describe(exc)))
         worker.warned.connect(self.warned)
-        worker.stale_result.connect(lambda loaded: loaded.project.close())
+        worker.stale_result.connect(lambda loaded, w=worker: self._drop_stale(loaded, w))
+        self._worker, self._loading_root = worker, str(root)
         self.loading.emit(str(root))
+
+    def cancel(self) -> bool:
+        """Stop indexing the folder being opened; a first open leaves nothing behind (no database,
+        no half index: `open_dataset` removes what it made). False when nothing was loading."""
+        worker = self._worker
+        if worker is None or worker.is_done or not self.busy:
+            return False
+        worker.cancelled_by_user = True
+        worker.discard()
+        self._worker = None
+        log.info("opening %s cancelled", self._loading_root)
+        self.cancelled.emit(self._loading_root or "")
+        return True
+
+    def _drop_stale(self, loaded: LoadedDataset, worker) -> None:
+        if getattr(worker, "cancelled_by_user", False):
+            loaded.store.discard_pending()  # finished just as it was cancelled: keep nothing
+        else:
+            loaded.project.close()
 
     def _on_progress(self, value) -> None:
         if isinstance(value, tuple) and len(value) == 2:
@@ -129,11 +312,17 @@ class DatasetController(QObject):
         log.info("opened %s: %d cells, %d unreadable, labels in %s", loaded.root, len(loaded.rows),
                  len(loaded.problems), loaded.store.db_path)
         self.close()
+        self._worker = None
         self.current = loaded
+        self._lock, self.others = take_lock(loaded.store, self._token)
+        if self.others:
+            log.info("%s is also open by %s", loaded.root, describe_holders(self.others))
         self.opened.emit(loaded)
         _settle_heap()
 
     def close(self) -> None:
+        release_lock(self._lock, self._token)
+        self._lock, self.others = None, []
         if self.current is not None:
             self.current.project.close()
             self.current = None

@@ -8,7 +8,7 @@ key per cell.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from PySide6.QtCore import QObject, Signal
 
@@ -32,6 +32,7 @@ class ReviewController(QObject):
         self._store = None
         self._classes: list[str] = []
         self.annotator = ""
+        self.ask_annotator: Callable[[], str | None] | None = None  # the window's name question
         self.model_short: str | None = None  # short sha256 of the model whose predictions are shown
 
     # -- context ---------------------------------------------------------------------------------
@@ -62,7 +63,10 @@ class ReviewController(QObject):
         self.apply_label(None)
 
     def apply_label(self, label: str | None) -> bool:
-        """Label the selection (or the current cell); True when the store accepted it."""
+        """Label the selection (or the current cell); True when the store accepted it.
+
+        Unreadable files are skipped (a lone one is refused in the status bar, no box); the
+        message counts the cells that changed, so it agrees with what Undo later reverts."""
         if self._store is None:
             return False
         paths = self._grid.selected_paths()
@@ -73,22 +77,55 @@ class ReviewController(QObject):
             self.message.emit("Select a cell first")
             return False
         batch = len(paths) > 1
-        next_path = None if batch else self._path_after(paths[0])
+        readable = [p for p in paths if not self._unreadable(p)]
+        unreadable = len(paths) - len(readable)
+        if not readable:
+            what = paths[0].rpartition("/")[2] + " is" if not batch else f"all {len(paths)} selected files are"
+            self.message.emit(f"Not labelled: {what} unreadable")
+            return False
+        if not self.ensure_annotator():
+            self.message.emit("Not labelled: the annotator's name is needed (Edit ▸ Set Annotator…)")
+            return False
+        next_path = None if batch else self._path_after(readable[0])
+        # The rows mirror the store (written first, shown after), so they say which cells the
+        # store will change: the message then counts exactly what Undo will revert.
+        changed = [p for p in readable if (r := self._model.row_for_path(p)) is None or r.current != label]
         try:
             if batch:
-                self._store.set_labels(paths, label, annotator=self.annotator, source="batch")
+                self._store.set_labels(readable, label, annotator=self.annotator, source="batch")
             else:
-                self._store.set_label(paths[0], label, annotator=self.annotator, source="keyboard")
+                self._store.set_label(readable[0], label, annotator=self.annotator, source="keyboard")
         except (StoreError, KeyError) as exc:
             self.failed.emit("The label was not saved", str(exc).strip("'\""))
             return False
-        changes = {p: label for p in paths}
-        self._push(changes)
+        if changed:
+            self._push({p: label for p in changed})
         if next_path is not None:
             self._grid.select_path(next_path)
         shown = "unlabeled" if label is None else label
-        self.message.emit(f"{len(paths)} cells labelled {shown}" if batch else f"{paths[0]} → {shown}")
+        same = len(readable) - len(changed)
+        if batch:
+            notes = [f"{same} already {shown}"] if same else []
+            notes += [f"{unreadable} unreadable skipped"] if unreadable else []
+            self.message.emit(f"{len(changed)} cell{'s' if len(changed) != 1 else ''} labelled {shown}"
+                              + (f" ({', '.join(notes)})" if notes else ""))
+        else:
+            self.message.emit(f"{readable[0]} → {shown}" if changed else f"{readable[0]} is already {shown}")
         return True
+
+    def ensure_annotator(self) -> bool:
+        """A name to record with the change: asked once (through `ask_annotator`, set by the
+        window) when none was ever given; the OS user is never recorded silently."""
+        if self.annotator or getattr(self._store, "read_only", False):
+            return True  # a read-only folder refuses the label itself, with its own message
+        name = (self.ask_annotator() if self.ask_annotator is not None else "") or ""
+        if name.strip():
+            self.set_annotator(name.strip())
+        return bool(self.annotator)
+
+    def _unreadable(self, path: str) -> bool:
+        row = self._model.row_for_path(path)
+        return row is not None and bool(row.problem)
 
     def accept_prediction(self) -> bool:
         """Key A: the model's class becomes the expert label of the selection (or the current
@@ -98,6 +135,9 @@ class ReviewController(QObject):
         paths = self._grid.selected_paths() or ([p] if (p := self._grid.current_path()) else [])
         rows = [self._model.row_for_path(p) for p in paths]
         updates = {r.path: r.pred for r in rows if r is not None and r.pred is not None and not r.problem}
+        if updates and not self.ensure_annotator():
+            self.message.emit("Not labelled: the annotator's name is needed (Edit ▸ Set Annotator…)")
+            return False
         if not updates:
             self.message.emit("No prediction to accept here: Model ▸ Predict first" if self.model_short is None
                               else "The selected cells have no prediction")
@@ -167,10 +207,15 @@ class ReviewController(QObject):
         return changes
 
     def _path_after(self, path: str) -> str | None:
+        """The next shown cell that can be labelled (unreadable tiles are passed over)."""
         row = self._model.row_of(path)
-        if row is None or row < 0 or row + 1 >= self._model.visible_count():
+        if row is None or row < 0:
             return None
-        return self._model.cell_at(row + 1).path
+        for i in range(row + 1, self._model.visible_count()):
+            cell = self._model.cell_at(i)
+            if not cell.problem:
+                return cell.path
+        return None
 
     def _emit_undo_state(self) -> None:
         if self._store is None:

@@ -7,16 +7,18 @@ folder paints its first screen at once. Thumbnails come from a ThumbnailLoader t
 """
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Slot
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, QTimer, Slot
 from PySide6.QtGui import QPixmap
 
 from ..style import label_text
 from .cell_rows import CellFilter, CellRow, apply_filter
 from .thumbnail_scheduler import ThumbnailScheduler
-from .thumbnails import ThumbnailLoader
+from .thumbnails import IDENTITY, Display, ThumbnailLoader, adjust_image
 
 CELL_ROLE = Qt.ItemDataRole.UserRole + 1  # the CellRow itself
 PATH_ROLE = Qt.ItemDataRole.UserRole + 2  # CellRow.path (relative to the data root, "/")
@@ -31,6 +33,8 @@ PROBABILITY_ROLE = Qt.ItemDataRole.UserRole + 10  # its probability
 DISAGREES_ROLE = Qt.ItemDataRole.UserRole + 11  # model's class != current label
 
 BATCH_SIZE = 2000
+_MAX_ADJUSTED = 4000  # adjusted thumbnails kept (as many as the loader keeps)
+_ADJUST_BUDGET_S = 0.008  # GUI-thread time for display adjustments per event-loop turn
 DEFAULT_TILE = 112
 
 _LABEL_ROLES = [LABEL_ROLE, CHANGED_ROLE, CELL_ROLE, DISAGREES_ROLE, Qt.ItemDataRole.ToolTipRole]
@@ -59,6 +63,13 @@ class CellListModel(QAbstractListModel):
         self._prefix = ""  # root + separator: abspath = prefix + CellRow.path
         self._classes_version = 0  # bumped when classes change (tile colours depend on them)
         self._tooltips: dict[int, tuple] = {}  # index into _rows -> (inputs, text)
+        self._display = IDENTITY  # brightness/contrast/gamma: the shown pixels, never the files
+        # Thumbnails as `_display` shows them, keyed by the loader pixmap's cacheKey: adjusted once
+        # per thumbnail and setting (a 256-entry table), so painting stays one blit.
+        self._adjusted: OrderedDict[int, QPixmap] = OrderedDict()
+        self._patient_on_tiles = False
+        self._adjust_spent = 0.0  # seconds spent adjusting thumbnails in this event-loop turn
+        self._adjust_later: set[int] = set()  # rows whose adjustment waits for the next turn
         self.scheduler = ThumbnailScheduler(loader, self._loaded_row_of_file, self)
         self.scheduler.rowsReady.connect(self._on_rows_ready)
         self._set_prefix()
@@ -226,9 +237,77 @@ class CellListModel(QAbstractListModel):
             return None  # never try to decode a file the scan already found broken
         key = (self.abspath(cell), self._thumb_px, cell.mtime_ns)
         pixmap = self._loader.lookup(*key)
-        if pixmap is None and self._loader.failure(key[0]) is None:
-            self.scheduler.want(row, key)
-        return pixmap
+        if pixmap is None:
+            if self._loader.failure(key[0]) is None:
+                self.scheduler.want(row, key)
+            return None
+        if self._display is IDENTITY:
+            return pixmap
+        raw_key = pixmap.cacheKey()
+        shown = self._adjusted.get(raw_key)
+        if shown is not None:
+            self._adjusted.move_to_end(raw_key)
+            return shown
+        # Adjusting costs ~0.3 ms a tile: a screenful of new tiles in one paint would stall a
+        # scroll. Past a few ms per event-loop turn, the rest wait (shown as loading) for the next.
+        if self._adjust_spent >= _ADJUST_BUDGET_S:
+            self._adjust_later.add(row)
+            return None
+        if not self._adjust_spent:
+            QTimer.singleShot(0, self._end_adjust_turn)
+        start = time.perf_counter()
+        shown = self._adjusted[raw_key] = QPixmap.fromImage(adjust_image(pixmap.toImage(), self._display))
+        while len(self._adjusted) > _MAX_ADJUSTED:
+            self._adjusted.popitem(last=False)
+        self._adjust_spent += time.perf_counter() - start or 1e-9
+        return shown
+
+    def _end_adjust_turn(self) -> None:
+        self._adjust_spent = 0.0
+        rows, self._adjust_later = sorted(self._adjust_later), set()
+        rows = [r for r in rows if r < self._loaded]
+        if rows:
+            self.dataChanged.emit(self.index(rows[0]), self.index(rows[-1]), [Qt.ItemDataRole.DecorationRole])
+
+    # ---- display ------------------------------------------------------------------------------
+
+    def set_display(self, display: Display) -> None:
+        """Show the thumbnails with `display` (brightness, contrast, gamma, auto contrast)."""
+        display = IDENTITY if display.is_identity() else display
+        if display == self._display:
+            return
+        self._display = display
+        self._adjusted.clear()
+        self._adjust_later.clear()
+        if self._loaded:
+            self.dataChanged.emit(self.index(0), self.index(self._loaded - 1), [Qt.ItemDataRole.DecorationRole])
+
+    def display(self) -> Display:
+        return self._display
+
+    def sample_images(self, limit: int = 256) -> list:
+        """Up to `limit` thumbnails already in memory (as decoded, unadjusted QImages), spread over
+        the data set: what auto contrast measures. Never decodes anything."""
+        readable = [r for r in self._rows if not r.problem]
+        step = max(1, len(readable) // (limit * 4) if readable else 1)
+        images = []
+        for cell in readable[::step]:
+            pixmap = self._loader.cached(self.abspath(cell), self._thumb_px, cell.mtime_ns)
+            if pixmap is not None:
+                images.append(pixmap.toImage())
+                if len(images) >= limit:
+                    break
+        return images
+
+    def set_patient_on_tiles(self, on: bool) -> None:
+        on = bool(on)
+        if on != self._patient_on_tiles:
+            self._patient_on_tiles = on
+            if self._loaded:
+                self.dataChanged.emit(self.index(0), self.index(self._loaded - 1), [PATIENT_ROLE])
+
+    def patient_on_tiles(self) -> bool:
+        return self._patient_on_tiles
 
     def problem(self, row: int) -> str | None:
         cell = self._rows[self._visible[row]]

@@ -160,10 +160,11 @@ def apply_filter(rows: Sequence[CellRow], flt: CellFilter) -> list[int]:
     if flt.classes is not None:
         classes = flt.classes
         idx = [i for i in idx if rows[i].current in classes]
+    # An unreadable file has no label either, but it is counted (and shown) as unreadable.
     if flt.unlabeled_only and flt.unsure_only:
-        idx = [i for i in idx if rows[i].current is None or rows[i].current == UNSURE]
+        idx = [i for i in idx if (rows[i].current is None and not rows[i].problem) or rows[i].current == UNSURE]
     elif flt.unlabeled_only:
-        idx = [i for i in idx if rows[i].current is None]
+        idx = [i for i in idx if rows[i].current is None and not rows[i].problem]
     elif flt.unsure_only:
         idx = [i for i in idx if rows[i].current == UNSURE]
     if flt.changed_only:

@@ -26,7 +26,11 @@ def new_run_name(backbone: str) -> str:
 class RunsCatalog:
     def __init__(self, store) -> None:
         self._store = store  # engine.labels.store.LabelStore of the open data set
-        self.root = Path(store.db_path).parent / "runs"
+        # Runs live beside the database; while the store still waits in the user cache for its first
+        # label, beside where it will go (training is the user's own request to write there; a cache
+        # folder the system may clear is no place for a model).
+        home = getattr(store, "home", None)
+        self.root = Path(home if home is not None else store.db_path).parent / "runs"
 
     def new_run_dir(self, backbone: str) -> Path:
         path = self.root / new_run_name(backbone)

@@ -12,6 +12,9 @@ import logging
 import os
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -54,6 +57,107 @@ def rgb_to_qimage(rgb: np.ndarray) -> QImage:
     h, w = rgb.shape[:2]
     # QImage only wraps the numpy buffer; copy() so the image owns its pixels after `rgb` dies.
     return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+# -- display adjustments (brightness, contrast, gamma, auto contrast) --------------------------
+# They change what is shown, never a file: a 256-entry lookup table applied to the 8-bit pixels
+# of a thumbnail or of the inspector's image. The table is cached per setting and the adjusted
+# pixmaps per (thumbnail, setting), so painting a tile stays one blit.
+BRIGHTNESS_STEP = 0.05  # of the full range
+CONTRAST_STEP = GAMMA_STEP = 1.2  # multiplicative
+AUTO_PERCENTILES = (1.0, 99.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Display:
+    """How pixels are shown. `levels` (auto contrast): the (low, high) intensities stretched to
+    black and white first; then contrast around mid-grey, brightness, and gamma (> 1 lifts the
+    dark parts: C-NMC cells are small and dark on black)."""
+
+    brightness: float = 0.0  # -1 .. 1
+    contrast: float = 1.0  # 0.2 .. 8
+    gamma: float = 1.0  # 0.2 .. 5
+    levels: tuple[int, int] | None = None
+
+    def is_identity(self) -> bool:
+        return self == IDENTITY
+
+    def adjusted(self, *, brightness: int = 0, contrast: int = 0, gamma: int = 0) -> Display:
+        """One or more key steps (+1 / -1) from this setting, clamped to the ranges above."""
+        return replace(
+            self,
+            brightness=round(min(1.0, max(-1.0, self.brightness + brightness * BRIGHTNESS_STEP)), 4),
+            contrast=round(min(8.0, max(0.2, self.contrast * CONTRAST_STEP ** contrast)), 4),
+            gamma=round(min(5.0, max(0.2, self.gamma * GAMMA_STEP ** gamma)), 4),
+        )
+
+    def with_levels(self, levels: tuple[int, int] | None) -> Display:
+        return replace(self, levels=None if levels is None else (int(levels[0]), int(levels[1])))
+
+    def describe(self) -> str:
+        """What differs from the files' own pixels, e.g. "contrast ×1.20, auto contrast 17–115"."""
+        parts = [f"brightness {self.brightness:+.2f}"] if self.brightness else []
+        parts += [f"contrast ×{self.contrast:.2f}"] if self.contrast != 1.0 else []
+        parts += [f"gamma {self.gamma:.2f}"] if self.gamma != 1.0 else []
+        if self.levels is not None:
+            parts.append(f"auto contrast {self.levels[0]}–{self.levels[1]}")
+        return ", ".join(parts)
+
+    def lut(self) -> np.ndarray:
+        return _lut(self)
+
+
+IDENTITY = Display()
+
+
+@lru_cache(maxsize=64)
+def _lut(display: Display) -> np.ndarray:
+    x = np.arange(256, dtype=np.float64) / 255.0
+    if display.levels is not None:
+        lo, hi = display.levels
+        x = (x - lo / 255.0) / max(1.0 / 255.0, (hi - lo) / 255.0)
+    x = (x - 0.5) * display.contrast + 0.5 + display.brightness
+    x = np.clip(x, 0.0, 1.0) ** (1.0 / display.gamma)
+    table = np.round(x * 255.0).astype(np.uint8)
+    table.flags.writeable = False
+    return table
+
+
+def qimage_to_rgb(image: QImage) -> np.ndarray:
+    """A copy of the pixels as (H, W, 3) uint8."""
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, stride = image.width(), image.height(), image.bytesPerLine()
+    buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+def adjust_image(image: QImage, display: Display) -> QImage:
+    """`image` as `display` shows it (the same image when the setting changes nothing)."""
+    if display.is_identity() or image.isNull():
+        return image
+    image = image.convertToFormat(QImage.Format.Format_RGB888)
+    h, stride = image.height(), image.bytesPerLine()
+    buf = np.frombuffer(image.constBits(), dtype=np.uint8, count=stride * h).reshape(h, stride)
+    out = cv2.LUT(buf, display.lut())  # the same table for R, G and B: every byte alike
+    return QImage(out.data, image.width(), h, stride, QImage.Format.Format_RGB888).copy()
+
+
+def auto_levels(images: Iterable[QImage],
+                percentiles: tuple[float, float] = AUTO_PERCENTILES) -> tuple[int, int] | None:
+    """(low, high) intensity percentiles over a sample of images (their brightest channel per
+    pixel), or None without pixels. The black background around segmented cells is left out when
+    it is most of the picture, so the stretch is made for the cell."""
+    values = [qimage_to_rgb(img).max(axis=2).ravel() for img in images if not img.isNull()]
+    if not values:
+        return None
+    pixels = np.concatenate(values)
+    foreground = pixels[pixels > 8]
+    if foreground.size >= max(64, pixels.size // 20):
+        pixels = foreground
+    lo, hi = (int(v) for v in np.percentile(pixels, percentiles))
+    if hi - lo < 8:  # a flat sample: stretching it would only amplify noise
+        return None
+    return lo, hi
 
 
 class _Job(QRunnable):

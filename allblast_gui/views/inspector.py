@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 
 from engine.data.imaging import read_rgb
 from ..models.cell_rows import CellRow
-from ..models.thumbnails import rgb_to_qimage
+from ..models.thumbnails import IDENTITY, Display, adjust_image, rgb_to_qimage
 from ..style import label_text
 from .prediction_view import PredictionView, heat_map_image
 from ..workers import TaskRunner
@@ -73,6 +73,13 @@ class ImageView(QGraphicsView):
         self._scene.setSceneRect(rect)
         self.fit()
 
+    def replace_pixmap(self, pixmap: QPixmap) -> None:
+        """Same cell, new pixels (display adjustments): zoom, pan and overlay stay."""
+        self._item.setPixmap(pixmap)
+
+    def pixmap(self) -> QPixmap:
+        return self._item.pixmap()
+
     def has_image(self) -> bool:
         return not self._item.pixmap().isNull()
 
@@ -84,6 +91,15 @@ class ImageView(QGraphicsView):
         if self.has_image():
             self.fitInView(self._item, Qt.AspectRatioMode.KeepAspectRatio)
         self._fitted = True
+
+    def actual_size(self) -> None:
+        """1:1: one pixel of the image on one pixel of the screen."""
+        self.resetTransform()
+        ratio = self.devicePixelRatioF() or 1.0
+        self.scale(1 / ratio, 1 / ratio)
+        self._fitted = False
+        if self.has_image():
+            self.centerOn(self._item)
 
     def zoom(self, factor: float) -> None:
         new = self.zoom_factor() * factor
@@ -121,6 +137,8 @@ class Inspector(QWidget):
         self._root: Path | None = None
         self._store = None
         self._row: CellRow | None = None
+        self._image: QImage | None = None  # the shown cell as decoded; the view shows it adjusted
+        self._display = IDENTITY
 
         self.image = ImageView(self)
         self.fields: dict[str, QLabel] = {}
@@ -216,8 +234,10 @@ class Inspector(QWidget):
         if same:
             return
         if row is None or self._root is None:
+            self._image = None
             self.image.set_pixmap(None, "Select a cell" if self._root is not None else "")
             return
+        self._image = None
         self.image.set_pixmap(None, "Loading…")
         if self.saliency_on and not row.problem:
             self.predictions.set_saliency_text("computing the heat map…")
@@ -230,9 +250,27 @@ class Inspector(QWidget):
         if self._row is None or self._row.path != path:
             return
         if image is None or image.isNull():
+            self._image = None
             self.image.set_pixmap(None, f"Cannot show this file:\n{error or 'empty image'}")
         else:
-            self.image.set_pixmap(QPixmap.fromImage(image))
+            self._image = image
+            self.image.set_pixmap(QPixmap.fromImage(adjust_image(image, self._display)))
+
+    def set_display(self, display: Display) -> None:
+        """Brightness, contrast, gamma, auto contrast: applied to the shown pixels only (the zoom,
+        pan and heat map stay)."""
+        if display == self._display:
+            return
+        self._display = display
+        if self._image is not None and self.image.has_image():
+            self.image.replace_pixmap(QPixmap.fromImage(adjust_image(self._image, display)))
+
+    def display(self) -> Display:
+        return self._display
+
+    def shown_image(self) -> QImage | None:
+        """The pixels on screen (adjusted), for tests and scripts."""
+        return self.image.pixmap().toImage() if self.image.has_image() else None
 
     def refresh(self) -> None:
         """Re-read the facts and history of the shown cell (after a label change)."""

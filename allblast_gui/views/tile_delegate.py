@@ -26,6 +26,17 @@ TEXT_GAP = 2
 CACHE_BYTES = 64 * 1024 * 1024
 
 
+UNREADABLE = "unreadable"
+
+
+def tile_caption(cell, patient: bool = False) -> str:
+    """The line under a tile: the current label, or "unreadable" for a file that cannot be shown
+    (it has no label, but it is not a cell waiting to be labelled); with `patient`, the patient id
+    after it (View ▸ Patient on Tiles)."""
+    text = UNREADABLE if cell.problem else label_text(cell.current)
+    return f"{text} · {cell.patient}" if patient and cell.patient else text
+
+
 class TileDelegate(QStyledItemDelegate):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -63,18 +74,19 @@ class TileDelegate(QStyledItemDelegate):
         dpr = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
         palette, font = option.palette, option.font
         label = cell.current
+        caption = tile_caption(cell, model.patient_on_tiles()) if problem is None else UNREADABLE
         badge = (cell.pred, round(cell.pred_p * 100), cell.disagrees) if cell.pred is not None else None
         key = (
             # Loading and unreadable tiles look the same for every cell with the same label.
             cell.path if pixmap is not None else None, pixmap.cacheKey() if pixmap is not None else 0,
-            label, cell.changed, problem, badge, model.tile_size(), w, h, selected, dpr,
+            label, caption, cell.changed, problem, badge, model.tile_size(), w, h, selected, dpr,
             model.classes_version(), id(model), palette.cacheKey(), font.key(),
         )
         cache = self._cache
         tile_pm = cache.get(key)
         if tile_pm is None:
             tile_pm = self._render_tile(option, model, label, cell.changed, pixmap, problem, selected, w, h, dpr,
-                                        badge)
+                                        badge, caption)
             cache[key] = tile_pm
             if len(cache) == 1:
                 self._cache_max = max(64, CACHE_BYTES // max(1, tile_pm.width() * tile_pm.height() * 4))
@@ -87,7 +99,7 @@ class TileDelegate(QStyledItemDelegate):
             self._draw_focus(painter, rect, palette)
 
     def _render_tile(self, option: QStyleOptionViewItem, model, label, changed: bool, pixmap, problem,
-                     selected: bool, w: int, h: int, dpr: float, badge=None) -> QPixmap:
+                     selected: bool, w: int, h: int, dpr: float, badge=None, caption: str | None = None) -> QPixmap:
         self.renders += 1
         out = QPixmap(max(1, round(w * dpr)), max(1, round(h * dpr)))
         out.setDevicePixelRatio(dpr)
@@ -98,7 +110,7 @@ class TileDelegate(QStyledItemDelegate):
         try:
             p.setFont(option.font)  # as the view's painter has: problem text derives from it
             self._draw_tile(p, option, QRect(0, 0, w, h), model.tile_size(), model.classes(), label, changed,
-                            pixmap, problem, selected, badge)
+                            pixmap, problem, selected, badge, caption)
         finally:
             p.end()
         return out
@@ -125,7 +137,8 @@ class TileDelegate(QStyledItemDelegate):
         painter.restore()
 
     def _draw_tile(self, painter: QPainter, option: QStyleOptionViewItem, rect: QRect, tile: int, classes,
-                   label, changed: bool, pixmap, problem, selected: bool, badge=None) -> None:
+                   label, changed: bool, pixmap, problem, selected: bool, badge=None,
+                   caption: str | None = None) -> None:
         palette = option.palette
         color = label_color(label, classes)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
@@ -159,7 +172,9 @@ class TileDelegate(QStyledItemDelegate):
         text_rect = QRect(rect.x() + MARGIN, square.bottom() + 1 + TEXT_GAP, rect.width() - 2 * MARGIN, option.fontMetrics.height())
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(palette.color(role))
-        text = option.fontMetrics.elidedText(label_text(label), Qt.TextElideMode.ElideRight, text_rect.width())
+        if caption is None:
+            caption = UNREADABLE if problem else label_text(label)
+        text = option.fontMetrics.elidedText(caption, Qt.TextElideMode.ElideRight, text_rect.width())
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, text)
 
     @staticmethod

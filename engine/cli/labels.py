@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..utils.text import printable
@@ -58,11 +59,94 @@ def _annotator(args: argparse.Namespace) -> str:
     return args.annotator or default_annotator()
 
 
+_SEARCH_DEPTH = 3  # how deep below DIR a path written relative to a subfolder is looked for
+
+
+def _where(args: argparse.Namespace) -> tuple[str, str]:
+    """(data folder, cell path relative to it) that `labels set DIR PATH` means.
+
+    PATH may be written relative to DIR, to a folder above it, or to one subfolder of it (the
+    README's `fold_0/all/...` from the C-NMC root: `training_data/fold_0/all/...`); the labels go to
+    the store that already holds that cell's folder (DIR's own, or the nearest folder around the
+    cell that has one), so a second, empty store never appears beside the one the app uses.
+    Anything else is one line that says what to do.
+    """
+    rel = Path(args.path).as_posix().removeprefix("./")
+    root = Path(args.dir).expanduser()
+    if not root.is_dir():
+        return args.dir, rel  # opening it says what is wrong
+    root = root.resolve()
+    target = _find_file(root, rel, args.path)
+    if target is None:
+        raise UserError(f"{args.path} is not a cell of {root}: there is no such file (PATH is relative to DIR)")
+    if getattr(args, "db", None):
+        return str(root), target.relative_to(root).as_posix()
+    from ..labels.db import find_db
+
+    folder = root
+    if find_db(root) is None:  # DIR has no label store yet: is the cell kept in another one?
+        folder = next((f for f in target.parents if find_db(f) is not None), root)
+    if folder != root:
+        print(f"note: the labels of {printable(str(target.relative_to(folder)))} are kept in the label store of "
+              f"{printable(str(folder))}: using it")
+    return str(folder), target.relative_to(folder).as_posix()
+
+
+def _find_file(root: Path, rel: str, given: str) -> Path | None:
+    """The cell file PATH names: relative to DIR, else to a folder above it (must lead into DIR),
+    else to one subfolder of DIR (a few levels down); None when it is nowhere."""
+    if Path(rel).is_absolute():
+        found = [_norm(Path(rel))] if Path(rel).is_file() else []
+    else:
+        found = [_norm(root / rel)] if (root / rel).is_file() else []
+        if not found:
+            base = next((a for a in root.parents if (a / rel).is_file()), None)
+            if base is not None:
+                if root not in _norm(base / rel).parents:
+                    raise UserError(f"{given} is not in {root}; it is in {base}: run with that folder as DIR")
+                found = [_norm(base / rel)]
+        if not found:
+            found = _below(root, rel)
+    for f in found:
+        if f != root and root not in f.parents:
+            raise UserError(f"{given} is not in {root}; it is {f}: run with a folder that holds it as DIR")
+    if len(found) > 1:
+        shown = ", ".join(f.relative_to(root).as_posix() for f in found[:2])
+        raise UserError(f"{given} is not in {root} itself but in several of its folders ({shown}); "
+                        "give the path relative to DIR")
+    return found[0] if found else None
+
+
+def _norm(path: Path) -> Path:
+    """`..` worked out, links kept: a cell may be a link to a file elsewhere (never resolved away)."""
+    return Path(os.path.normpath(path))
+
+
+def _below(root: Path, rel: str) -> list[Path]:
+    found: list[Path] = []
+    level = [root]
+    for _ in range(_SEARCH_DEPTH):
+        nxt = []
+        for folder in level:
+            try:
+                subs = sorted(e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+            except OSError:
+                continue
+            for sub in map(Path, subs):
+                if (sub / rel).is_file():
+                    found.append(_norm(sub / rel))
+                nxt.append(sub)
+        if found:
+            return found
+        level = nxt
+    return found
+
+
 def cmd_set(args: argparse.Namespace) -> int:
     label = None if args.label.lower() in ("none", "") else args.label
+    args.dir, rel = _where(args)
     project = open_project(args)
     try:
-        rel = Path(args.path).as_posix().removeprefix("./")
         if rel not in project.store.states():
             raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
         action = project.store.set_label(rel, label, annotator=_annotator(args), source="cli")

@@ -14,11 +14,14 @@ def add_predict_commands(sub) -> None:
     p = sub.add_parser("predict", help="per-cell class probabilities for a folder",
                        description="Predict every cell in DIR with a trained model.pt. Writes a CSV with "
                        "columns path,patient,predicted,p_<class>...,margin,entropy,duplicate_of (paths relative to DIR; "
-                       "a file with the same content as another gets a copy of its row, duplicate_of naming it).")
+                       "a file with the same content as another gets a copy of its row, duplicate_of naming it), "
+                       "and beside it CSV.model.json: the model (name, sha256, backbone, classes, split "
+                       "protocol, whether that split was leaky, calibration temperature).")
     p.add_argument("model", metavar="MODEL", help="model.pt from a run folder")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--out", required=True, metavar="CSV")
-    p.add_argument("--force", action="store_true", help="replace CSV if it exists (never an image or the label database)")
+    p.add_argument("--force", action="store_true",
+                   help="replace CSV and CSV.model.json if they exist (never an image or the label database)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over flips and rotations")
     add_scan_args(p)
     _add_infer_args(p)
@@ -39,6 +42,33 @@ def add_predict_commands(sub) -> None:
     add_scan_args(p)
     _add_infer_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+MODEL_SIDECAR = ".model.json"  # predictions.csv -> predictions.csv.model.json
+
+
+def model_facts(model_path: str, spec, extras: dict) -> dict:
+    """Which model made the numbers, and whether its split was leaky (the README promises the label
+    in every output): from the run folder's model card when there is one, else from model.pt."""
+    from ..data.splits import LEAKY_NOTE
+    from ..learn.model import temperature_of
+    from ..report.model_info import model_info
+
+    info = model_info(model_path)
+    protocol = info.split_protocol or extras.get("split_protocol")
+    leaky = bool(info.leaky or extras.get("leaky"))
+    return {"model": str(info.path), "name": info.name, "sha256": info.sha256, "backbone": spec.backbone,
+            "img_size": spec.img_size, "classes": list(spec.classes), "split_protocol": protocol,
+            "leaky": leaky, "leaky_note": (info.leaky_note or LEAKY_NOTE) if leaky else None,
+            "calibration_temperature": temperature_of(extras)}
+
+
+def _leaky_label(facts: dict) -> str:
+    if not facts["leaky"]:
+        return ""
+    protocol = facts["split_protocol"]
+    return (" (leaky: image-level split)" if protocol in (None, "image")
+            else f" (leaky: the {protocol} split shares patients between splits)")
 
 
 def _add_infer_args(p: argparse.ArgumentParser) -> None:
@@ -70,6 +100,7 @@ def _run_predict(args: argparse.Namespace, *, copy_duplicates: bool = False):
             if isinstance(event, PredictProgress):
                 bar.n = event.done
                 bar.refresh()
+    args.model_extras = extras  # what the model file says of itself (split protocol, calibration)
     if copy_duplicates:
         preds = preds.with_duplicates(data.duplicates)
     copied = set(preds.paths)
@@ -86,11 +117,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..utils.files import check_writable_dir
 
     check_writable_dir(check_output(args.out, force=args.force, what="predictions CSV").parent)
-    _, _, preds = _run_predict(args, copy_duplicates=True)
+    sidecar = check_output(f"{args.out}{MODEL_SIDECAR}", force=args.force, what="model description")
+    _, spec, preds = _run_predict(args, copy_duplicates=True)
     preds.write_csv(args.out)
+    facts = model_facts(args.model, spec, args.model_extras)
+    write_json(str(sidecar), {**facts, "tta": bool(args.tta)})
     copies = sum(1 for of in preds.duplicate_of or [] if of)
     print(f"wrote {len(preds.paths)} predictions to {printable(args.out)}"
-          + (f" ({copies} of them duplicate files with their original's prediction)" if copies else ""))
+          + (f" ({copies} of them duplicate files with their original's prediction)" if copies else "")
+          + _leaky_label(facts))
+    print(f"wrote the model's description to {printable(str(sidecar))}")
     return 0
 
 
@@ -107,9 +143,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report["skipped"]["problems"] = len(data.problems) + len(preds.problems)
     report["by_patient"] = data.by_patient
     report["tta"] = bool(args.tta)
+    facts = model_facts(args.model, spec, args.model_extras)
+    report["model"] = {k: facts[k] for k in ("name", "sha256", "backbone", "classes")}
+    report["split_protocol"], report["leaky"] = facts["split_protocol"], facts["leaky"]
+    if facts["leaky"]:
+        report["leaky_note"] = facts["leaky_note"]
     write_json(args.json, report)
     print(f"n {report['n']}  accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
           f"macro F1 {report['macro_f1']:.4f}  balanced accuracy {report['balanced_accuracy']:.4f}"
-          + (f"  ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else ""))
+          + (f"  ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else "")
+          + _leaky_label(facts))
     print(f"wrote {printable(args.json)}")
     return 0

@@ -22,6 +22,10 @@ from ..utils.logs import warn
 
 log = logging.getLogger(__name__)
 
+# A file OpenCV cannot decode is reported by the engine (a Problem naming the file and why); OpenCV's
+# own "[ERROR:0@...] imdecode_ ..." lines on stderr would only repeat it without the file's name.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
 IMAGE_EXTENSIONS = frozenset({".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff"})
 
 # A file smaller than this cannot hold any real image; it is reported rather than decoded.

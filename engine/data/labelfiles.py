@@ -282,8 +282,9 @@ def _cnmc_row(r: list[str], path: Path, line: int) -> LabelRow:
     return LabelRow(name, label, cnmc_patient(original), original or None, problem, line)
 
 
-def find_cnmc_label_files(root: Path) -> list[LabelFile]:
-    """C-NMC labels CSVs inside the data folder (a few levels deep), found by their header."""
+def find_cnmc_label_files(root: Path, *, warn_unusable: bool = True) -> list[LabelFile]:
+    """C-NMC labels CSVs inside the data folder (a few levels deep), found by their header.
+    `warn_unusable=False`: a file that cannot be read is left out silently (the scan said so)."""
     found = []
     root_depth = len(root.parts)
     for folder, dirs, files in os.walk(root):
@@ -302,5 +303,6 @@ def find_cnmc_label_files(root: Path) -> list[LabelFile]:
                     found.append(read_label_file(Path(folder) / name, root))
                 except LabelFileError as exc:
                     # found, not asked for: the scan goes on, but the expert must hear it was not used
-                    warn(f"labels file not used: {exc}")
+                    if warn_unusable:
+                        warn(f"labels file not used: {exc}")
     return found

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..data.cells import UNSURE
-from ..data.labelfiles import (CNMC_CODES, CNMC_COLUMNS, Conflict, LabelConflictError, LabelRow,
-                               find_conflicts, read_label_file)
+from ..data.labelfiles import (CNMC_CODES, CNMC_COLUMNS, Conflict, LabelConflictError, LabelFileError, LabelRow,
+                               find_cnmc_label_files, find_conflicts, read_label_file)
 from ..utils.csvsafe import csv_text
 from ..utils.files import atomic_write_text
 from ..utils.logs import warn
@@ -117,13 +117,45 @@ def _cnmc_text(store: LabelStore) -> tuple[str, int]:
             why = "unlabeled" if st.current is None else "unsure" if st.current == UNSURE else "other classes"
             skipped[why] += 1
         else:
-            kept.append((PurePosixPath(path).name, code))
+            kept.append((path, PurePosixPath(path).name, code))
     if skipped:
         detail = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
         warn(f"C-NMC export holds only 'all' (1) and 'hem' (0): skipped {sum(skipped.values())} cells ({detail})")
-    names = Counter(name for name, _ in kept)
+    names = Counter(name for _, name, _ in kept)
     dupes = sorted(name for name, n in names.items() if n > 1)
     if dupes:
         warn(f"{len(dupes)} file names occur in more than one folder (e.g. {dupes[0]}); the C-NMC form names "
              "files only, so those rows are ambiguous - use the generic export to keep folders")
-    return _csv_text(CNMC_COLUMNS, ((name, name, code) for name, code in kept))
+    official = _official_ids(store, set(states))
+    # Patient_ID: the original name the official labels CSV gives the file (UID_H49_5_2_hem.bmp for
+    # 1002.bmp), so the export reads like C-NMC's own file; else the file name, which in C-NMC's
+    # training folders is that original name.
+    return _csv_text(CNMC_COLUMNS, ((official.get(path, name), name, code) for path, name, code in kept))
+
+
+def _official_ids(store: LabelStore, present: set[str]) -> dict[str, str]:
+    """Cell path -> Patient_ID of the C-NMC labels CSV row naming it: the files the scan reads (found
+    inside the folder, then the one given with --labels, remembered in the store), the same way."""
+    root = Path(store.data_root)
+    files = find_cnmc_label_files(root, warn_unusable=False)
+    chosen = store.meta("labels_file")
+    if chosen and Path(chosen).is_file():
+        try:
+            explicit = read_label_file(Path(chosen), root)
+        except LabelFileError as exc:  # the scan that opened the store reported it already
+            log.debug("labels file %s not read again for the export: %s", chosen, exc)
+        else:
+            if explicit.kind == "cnmc":
+                files = [lf for lf in files if lf.path != explicit.path] + [explicit]
+    if not files:
+        return {}
+    by_name: dict[str, str | None] = {}
+    for rel in present:
+        name = PurePosixPath(rel).name
+        by_name[name] = None if name in by_name else rel
+    out: dict[str, str] = {}
+    for lf in files:
+        for row in lf.rows:
+            if row.original and not row.problem and (rel := lf.resolve(row.path, present, by_name)) is not None:
+                out[rel] = row.original
+    return out

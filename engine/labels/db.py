@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -106,18 +107,42 @@ def user_data_root() -> Path:
     return Path(platformdirs.user_data_dir("allblast", appauthor=False))
 
 
-def dir_writable(folder: Path) -> bool:
-    """True when a file can be written in `folder` (created if missing): tried, not guessed from
-    modes (root ignores permission bits; read-only mounts and ACLs do not show in them)."""
+def user_cache_root() -> Path:
+    return Path(platformdirs.user_cache_dir("allblast", appauthor=False))
+
+
+def can_write_in(folder: Path) -> bool:
+    """True when a file can be written in `folder`: tried, not guessed from modes (root ignores
+    permission bits; read-only mounts and ACLs do not show in them). Creates nothing: a missing
+    folder is judged by its nearest existing parent, probed with a temporary file that is removed."""
+    probe_dir = Path(folder)
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            return False
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        return False
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}-{threading.get_ident()}"
-        with open(probe, "wb") as fh:
-            fh.write(b"x")
-        probe.unlink()
-        return True
+        fd, name = tempfile.mkstemp(prefix=".allblast-write-test-", dir=probe_dir)
     except OSError:
         return False
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
+    return True
+
+
+def dir_writable(folder: Path) -> bool:
+    """True when a file can be written in `folder`, which is CREATED if missing: only for a folder
+    the caller writes to anyway (`locate_db` passes existing folders only; `can_write_in` creates
+    nothing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return can_write_in(folder)
 
 
 def db_key(data_root: Path) -> str:
@@ -140,6 +165,53 @@ def user_db_path(data_root: Path) -> Path:
     return db_path_in(user_data_root() / "projects", data_root)
 
 
+def pending_db_path(data_root: Path) -> Path:
+    """Where a writable folder's index lives until its first label (nothing is written into a data
+    folder that was only opened or browsed): the user cache folder, keyed like `db_path_in`."""
+    return db_path_in(user_cache_root() / "pending", data_root)
+
+
+def remove_db_files(db_path: Path) -> None:
+    """Delete a database file and its -wal / -shm companions (best effort)."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        try:
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def promote_copy(source: sqlite3.Connection, target: Path, timeout: float) -> None:
+    """Copy the open database `source` to `target` (backup API into a temporary file, then linked
+    into place, so `target` is never half written and never replaced: a database another window
+    made there first wins)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the folder for the label database {target.parent} "
+                         f"({exc.strerror or exc}); make it writable or choose another database location") from exc
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        try:
+            dst = sqlite3.connect(str(tmp), timeout=timeout, isolation_level=None)
+            try:
+                source.backup(dst)
+            finally:
+                dst.close()
+        except sqlite3.Error as exc:
+            raise translate_error(exc, target, timeout) from exc
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            pass  # another window labelled first: its database is the one
+        except OSError:  # a file system without hard links
+            if not target.exists():
+                os.replace(tmp, target)
+    finally:
+        remove_db_files(tmp)
+
+
 READ_ONLY = "read-only"  # the folder's own database, in a folder this user cannot write
 
 
@@ -150,7 +222,9 @@ def locate_db(data_root: Path) -> tuple[Path, str]:
     shown, never hidden behind a new empty store), unless the user chose to continue in a copy of
     it in the user data folder (`seed_copy`), which is then used."""
     beside = data_root / BESIDE_DIR / DB_NAME
-    if dir_writable(beside.parent):
+    # A lookup never leaves a `.allblast/` folder behind: without one, the data folder itself is probed.
+    probe = beside.parent if beside.parent.is_dir() else data_root
+    if dir_writable(probe) if probe.is_dir() else can_write_in(probe):
         return beside, "beside"
     user = user_db_path(data_root)
     if beside.is_file() and seeded_from(user) != str(beside):

@@ -85,11 +85,15 @@ def open_dataset(
     """Scan `root` with the cached index, update the index and the label store, report what moved.
 
     `labels` names a labels CSV for the original labels; when omitted, the one given at an earlier
-    open is used again (if it still exists). Raises `StoreError` when the database is unusable,
+    open is used again (if it still exists). A writable folder without a label database gets one
+    (`.allblast/project.sqlite`) only with its first label; until then the index is kept in the
+    user cache folder. Raises `StoreError` when the database is unusable,
     `NotADirectoryError` / `LabelFileError` for a bad folder or labels file.
     """
     started = time.perf_counter()
-    store = LabelStore.open(root, db_path=db_path)
+    # Nothing is written into the folder until its first label: a folder only opened or browsed
+    # keeps its index in the user cache folder (LabelStore.pending).
+    store = LabelStore.open(root, db_path=db_path, defer=True)
     try:
         labels_file = _labels_file(store, labels)
         known = load_checks(store)
@@ -97,8 +101,8 @@ def open_dataset(
         if not store.read_only:  # a read-only store is shown as it is; the scan fills in what it lacks
             save_checks(store, known, result.checks)
             store.sync_cells(result.cells)
-    except BaseException:
-        store.close()
+    except BaseException:  # cancelled or failed: a first open leaves no half index behind
+        store.discard_pending()
         raise
     new = result.checks
     added = [p for p in new if p not in known]

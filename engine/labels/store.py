@@ -11,21 +11,25 @@ process (WAL + NORMAL would already survive SIGKILL) and also a power cut. `busy
 windows, or a window and the CLI, share the file without failing spuriously.
 
 The database lives in `<root>/.allblast/project.sqlite` (the scan skips hidden folders; images are
-never touched), or, when the data folder cannot be written, under the user data directory.
+never touched), or, when the data folder cannot be written, under the user data directory. Opened
+with `defer=True` (how `open_dataset` opens it), a writable folder without a database gets none
+until its first label: the index is kept in the user cache folder (`pending_db_path`) and copied
+beside the images when a label is first written (`home`).
 """
 from __future__ import annotations
 
 import getpass
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data.cells import UNSURE
 from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc,
-                 seed_copy)
+                 pending_db_path, promote_copy, remove_db_files, seed_copy)
 
 if TYPE_CHECKING:
     from ..data.cells import Cell
@@ -113,15 +117,27 @@ class LabelStore(Database):
     """
 
     def __init__(self, data_root: Path, db_path: Path, location: str, conn: sqlite3.Connection,
-                 timeout: float, notes: list[str]):
+                 timeout: float, notes: list[str], *, home: Path | None = None, created: bool = False):
         super().__init__(db_path, conn, timeout, read_only=location == READ_ONLY)
         self.data_root = data_root
         # "beside" | "user-data" | "custom" (db_path given) | READ_ONLY (the folder's own, not writable here)
         self.location = location
         self.notes = notes  # e.g. WAL not available on this file system
+        # While not None: `db_path` is the pending index in the user cache, and `home` (beside the
+        # images) is where the database goes with the first label change.
+        self.home = home
+        self.created = created  # this open made the database file (nothing was there)
+        self._promote_after = False
+
+    @property
+    def pending(self) -> bool:
+        """Nothing written into the data folder yet (no label so far)."""
+        return self.home is not None
 
     @classmethod
-    def open(cls, data_root, *, db_path=None, timeout: float = 5.0) -> "LabelStore":
+    def open(cls, data_root, *, db_path=None, timeout: float = 5.0, defer: bool = False) -> "LabelStore":
+        """`defer`: a writable folder without a database gets one only with its first label (the
+        index waits in the user cache folder until then)."""
         root = Path(data_root).expanduser().resolve()
         if not root.is_dir():
             raise StoreError(f"{root} is not a folder (or cannot be opened); choose the data set's folder")
@@ -132,6 +148,16 @@ class LabelStore(Database):
                 seed_copy(beside, db, timeout=timeout)  # a new store never hides the folder's own labels
         else:
             db, location = locate_db(root)
+        home = None
+        # A non-deferred open (a command that writes) adopts a pending index rather than starting an
+        # empty store beside it: the folder's index, meta and predictions move beside the images.
+        adopt = not defer and location == "beside" and not db.is_file() and pending_db_path(root).is_file()
+        if (defer or adopt) and location == "beside":
+            if db.is_file():
+                remove_db_files(pending_db_path(root))  # left by a window that had not labelled yet
+            else:
+                home, db = db, pending_db_path(root)
+        created = not db.exists()
         if location != READ_ONLY:
             try:
                 db.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +170,71 @@ class LabelStore(Database):
         if location == READ_ONLY:
             notes.append(f"{root} is read-only for you: its labels ({db}) are shown, but changes cannot be saved "
                          "there; continue in a copy in your user data folder to label")
-        log.debug("label store %s opened (%s) for %s", db, location, root)
-        return cls(root, db, location, conn, timeout, notes)
+        log.debug("label store %s opened (%s%s) for %s", db, location, ", pending" if home else "", root)
+        store = cls(root, db, location, conn, timeout, notes, home=home, created=created)
+        if home is not None and (adopt or store.query("SELECT 1 FROM actions LIMIT 1")):
+            store._promote_safely()  # labels made while pending (the move was cut short) go beside the images
+        return store
+
+    # ----------------------------------------------------------------- where it lives
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """`Database.transaction`; a pending store moves beside the images once a label was written
+        (`apply`), and joins the database another window put there meanwhile."""
+        with self._lock:  # the flag below belongs to this transaction only
+            if self.home is not None and self.home.is_file():
+                self._promote()
+            self._promote_after = False
+            try:
+                with super().transaction() as conn:
+                    yield conn
+            except BaseException:
+                self._promote_after = False
+                raise
+            if self._promote_after:
+                self._promote_after = False
+                self._promote_safely()
+
+    def _promote_safely(self) -> None:
+        """`_promote`, where a failure loses nothing: the labels stay in the pending database (it is
+        tried again at the next label and the next open), and the user is told."""
+        try:
+            self._promote()
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            text = (f"labels of {self.data_root} are kept in {self.db_path} for now: they could not be moved "
+                    f"beside the images ({exc}); make the folder writable, then reopen it")
+            log.warning("%s", text)
+            if text not in self.notes:
+                self.notes.append(text)
+
+    def _promote(self) -> None:
+        """Move the pending database beside the images (copied whole: index, cells, labels, history,
+        predictions, meta), continue there, and remove the pending copy."""
+        with self._lock:
+            home = self.home
+            if home is None:
+                return
+            if not home.is_file():
+                promote_copy(self.conn, home, self.timeout)
+            conn, notes = connect(home, self.data_root, self.timeout)
+            old, self.db_path = self.db_path, home
+            self._conn.close()
+            self._conn, self.home, self.location = conn, None, "beside"
+            self.notes.extend(notes)
+            remove_db_files(old)
+            log.info("labels of %s are now kept in %s", self.data_root, home)
+
+    def discard_pending(self) -> None:
+        """Close, and remove the database if this open created it in the user cache (a cancelled or
+        failed first open leaves nothing behind)."""
+        path, made = self.db_path, self.created and self.home is not None
+        self.close()
+        if made:
+            remove_db_files(path)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
 
     # ----------------------------------------------------------------- cells
     def sync_cells(self, cells: Iterable["Cell"]) -> None:
@@ -251,6 +340,8 @@ class LabelStore(Database):
         todo = [(p, new) for p, new in updates.items() if _state(rows[p]).current != new]
         if not todo:
             return None, []
+        if self.home is not None:  # (set under the lock `transaction` holds)
+            self._promote_after = True  # the first label: the database goes beside the images
         now = now_utc()
         conn.execute("UPDATE actions SET state = 'discarded' WHERE state = 'undone'")  # new action ends redo
         aid = conn.execute(

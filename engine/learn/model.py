@@ -135,9 +135,31 @@ def temperature_of(extras: dict) -> float:
     return float(value) if value else 1.0
 
 
+def _not_loadable(path: Path, exc: Exception) -> str:
+    """One line for a file torch cannot load: what it is, what to do (never torch's advice to load
+    it unsafely with weights_only=False)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        head = b""
+    choose = "choose the model.pt of an allblast run folder"
+    if head.startswith(b"PK"):  # a zip archive, as torch.save writes: cut short or damaged
+        return f"{path} is a damaged or truncated model file (it cannot be read); copy it again or {choose}"
+    if head.startswith(b"\x80") and "weights_only" in str(exc):
+        return (f"{path} is not an allblast model file (it holds Python objects, which are not loaded "
+                f"because that could run code); {choose}")
+    return f"{path} is not an allblast model file (not a PyTorch checkpoint); {choose}"
+
+
 def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
     # weights_only: a model file from someone else must not be able to run code on load.
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except (OSError, MemoryError):  # missing, unreadable, a full memory: those say what they are
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file that is no checkpoint
+        raise ValueError(_not_loadable(Path(path), exc)) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not an allblast model file (format {FORMAT})")
     try:
@@ -146,7 +168,11 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, M
         raise ValueError(f"{path}: {exc}; it cannot be used: choose another model file") from exc
     # The architecture comes from the spec alone; the state dict replaces every weight.
     model = CellClassifier(spec.backbone, len(spec.classes), hidden=spec.hidden, dropout=spec.dropout)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    try:
+        model.load_state_dict(ckpt.get("state_dict") or {}, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: its weights do not match its description (damaged or edited); it cannot "
+                         "be used: choose another model file") from exc
     model.to(resolve_device(device) if isinstance(device, str) else device).eval()
     extras = {k: v for k, v in ckpt.items() if k not in ("format", "spec", "state_dict")}
     return model, spec, extras

@@ -78,23 +78,48 @@ def setup_logging(*, verbosity: int = 0, log_file: str | os.PathLike | None = No
 
 
 def route_warnings_to_logging() -> None:
-    """AllblastWarnings become `warning: text` log records (logger "allblast"); other warnings keep
-    Python's behaviour. Idempotent; the GUI's workers wrap this hook to forward warnings."""
+    """Warnings become log records, shown on the console as one `warning: text` line: an
+    AllblastWarning (logger "allblast") every time, even under `-W ignore` or `-W error` (it is a
+    message for the user, not a Python warning to filter); another library's warning (logger
+    "py.warnings") as its first line and category, where it was raised going to the log file only.
+    Idempotent; the GUI's workers wrap this hook to forward warnings."""
     if getattr(warnings.showwarning, "_allblast", False):
         return
     previous = warnings.showwarning
+    warnings.filterwarnings("always", category=AllblastWarning)
 
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, AllblastWarning):
             USER_LOG.warning("%s", warning_text(message))
-        else:
+        elif file is not None:  # written to a file someone chose: as Python would
             previous(message, category, filename, lineno, file, line)
+        else:
+            text = warning_text(message).strip()
+            first = text.splitlines()[0] if text else category.__name__
+            _log.debug("%s:%s: %s: %s", filename, lineno, category.__name__, text)
+            PY_WARNINGS_LOG.warning("%s (%s)", first, category.__name__)
 
     show._allblast = True  # type: ignore[attr-defined]
     warnings.showwarning = show
 
 
 USER_LOG = logging.getLogger("allblast")  # messages meant for the user, as well as the log
+PY_WARNINGS_LOG = logging.getLogger("py.warnings")  # other libraries' warnings (logging.captureWarnings' name)
+_log = logging.getLogger(__name__)
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Python's own display of a warning, where no hook of ours is installed (a script using the
+    engine, a worker process): an AllblastWarning still reads `warning: text`, without file:line."""
+    if isinstance(category, type) and issubclass(category, AllblastWarning):
+        return f"warning: {warning_text(message)}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+if not getattr(warnings.formatwarning, "_allblast", False):
+    _format_warning._allblast = True  # type: ignore[attr-defined]
+    warnings.formatwarning = _format_warning
 
 
 class _ConsoleHandler(logging.StreamHandler):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QSettings, QThreadPool
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 THREAD_GRACE_S = 5.0
 
@@ -58,9 +58,9 @@ def make_window(qtbot, tmp_path, settings_path):
 
     made = []
 
-    def make(*, db_dir: Path | None = None, annotator: str = "tester", default_store: bool = False):
+    def make(*, db_dir: Path | None = None, annotator: str | None = "tester", default_store: bool = False):
         """`default_store`: the database where a user's would be (beside the folder, or the user
-        data folder), not in a test folder."""
+        data folder), not in a test folder. `annotator=None`: as a first start, no name set."""
         window = MainWindow(
             settings=QSettings(str(settings_path), QSettings.Format.IniFormat),
             db_dir=None if default_store else db_dir or tmp_path / "db",
@@ -113,3 +113,17 @@ def open_and_wait(qtbot, window, folder, *, timeout=120_000, labels=None):
     with qtbot.waitSignal(window.datasetOpened, timeout=timeout) as blocker:
         window.open_folder(folder, labels)
     return blocker.args[0]
+
+
+@pytest.fixture
+def warnings_shown(monkeypatch):
+    """Record QMessageBox.warning/critical instead of blocking on a modal box."""
+    shown: list[tuple[str, str]] = []
+
+    def record(_parent, title, text, *args, **kwargs):
+        shown.append((title, text))
+        return QMessageBox.StandardButton.Ok
+
+    monkeypatch.setattr(QMessageBox, "warning", record)
+    monkeypatch.setattr(QMessageBox, "critical", record)
+    return shown

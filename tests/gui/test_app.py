@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QMessageBox
 
 from allblast_gui.actions import ACTIONS, shortcut_text
 from allblast_gui.controllers.dataset import db_path_for
@@ -20,20 +19,6 @@ from engine.data.cells import UNSURE
 from .conftest import open_and_wait
 
 pytestmark = pytest.mark.shared_data
-
-
-@pytest.fixture
-def warnings_shown(monkeypatch):
-    """Record QMessageBox.warning/critical instead of blocking on a modal box."""
-    shown: list[tuple[str, str]] = []
-
-    def record(_parent, title, text, *args, **kwargs):
-        shown.append((title, text))
-        return QMessageBox.StandardButton.Ok
-
-    monkeypatch.setattr(QMessageBox, "warning", record)
-    monkeypatch.setattr(QMessageBox, "critical", record)
-    return shown
 
 
 def _press(qtbot, window, key, modifier=Qt.KeyboardModifier.NoModifier):

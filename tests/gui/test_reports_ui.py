@@ -3,7 +3,9 @@ Runs panel's Model Report, and app.export_report for scripts."""
 from __future__ import annotations
 
 import csv
+import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,22 @@ def test_the_runs_panel_writes_a_model_report(qtbot, window, trained, tmp_path):
     out = window.script_app.export_model_report(run, tmp_path / "model.pdf")
     lines = pdf_text(out)
     assert any(line.startswith("Model report:") for line in lines) and any("Confusion matrix" in line for line in lines)
+
+
+def test_default_outputs_go_to_the_documents_folder_not_the_data_folder(qtbot, make_window, trained, tmp_path,  # noqa: F811
+                                                                      monkeypatch):
+    """Regression: with the store beside the images, the default report folder and the scripted
+    predictions CSV were inside FOLDER/.allblast/, which every writer now refuses."""
+    data, model = trained
+    folder = tmp_path / "cells"
+    shutil.copytree(data, folder, symlinks=True)
+    monkeypatch.setenv("XDG_DOCUMENTS_DIR", str(tmp_path / "docs"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "userdata"))
+    window = make_window(default_store=True)
+    open_and_wait(qtbot, window, folder)
+    out = predict(window, model)
+    assert out.is_file() and folder not in out.parents and out.parent == tmp_path / "docs" / "allblast" / "cells"
+    window.actions["export_report"].trigger()
+    path = Path(window.reports.dialog.path.text())
+    assert folder not in path.parents and path.parent == tmp_path / "docs" / "allblast" / "cells"
+    window.reports.dialog.reject()
