@@ -104,6 +104,7 @@ def _run_script_when_ready(window, args: argparse.Namespace) -> None:
     from .scripting import run_script
 
     api = window.script_app
+    api.unattended = bool(args.exit_after)
 
     def run() -> None:
         try:

@@ -462,6 +462,9 @@ class MainWindow(QMainWindow):
         return None
 
     def _ask_first_annotator(self) -> str | None:
+        if self.script_app.unattended:  # --script ... --exit-after: no one is there to answer a dialog
+            log.warning("not labelled: no annotator name; start allblast with --annotator NAME")
+            return None
         return self.ask_annotator("Who is labelling? Your name is recorded with every label change\n"
                                   "(Edit ▸ Set Annotator… changes it later):")
 

@@ -36,6 +36,7 @@ class ScriptApp:
         self._window = window
         self.failed = False  # a script raised (the exit status of --exit-after / quit())
         self.waiting = False  # inside open(): the window leaves error boxes to the script
+        self.unattended = False  # --exit-after: nobody answers dialogs (e.g. the annotator question)
 
     @property
     def window(self):

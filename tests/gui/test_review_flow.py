@@ -205,3 +205,15 @@ def test_auto_contrast_per_data_set_and_actual_size(qtbot, window, cnmc_dir, ind
     cell = window.model.cell_at(0)
     assert tile_caption(cell, window.model.patient_on_tiles()).endswith(cell.patient)
     window.grid.viewport().repaint()
+
+
+def test_an_unattended_script_is_never_stopped_by_the_annotator_question(qtbot, make_window, broken_dir, monkeypatch):
+    """--script ... --exit-after without --annotator: the first label must not open a dialog that
+    nobody will answer (automation would hang); the label is refused and nobody is recorded."""
+    monkeypatch.setattr(QInputDialog, "getText", lambda *a, **k: pytest.fail("a dialog in unattended mode"))
+    window = make_window(annotator=None)
+    window.script_app.unattended = True
+    open_and_wait(qtbot, window, broken_dir)
+    first = window.grid.current_path()
+    window.review.label_class(1)
+    assert window.datasets.current.store.history(first) == []
