@@ -307,7 +307,7 @@ class MainWindow(QMainWindow):
             "hem in fold_N folders; the patient id, 11 or H10, in the file name)\n"
             " • class folders: one folder per class (e.g. basophil/, neutrophil/, …) holding its images\n"
             " • any folder of images with a labels CSV (path,label[,patient]; allblast --labels FILE.csv)\n\n"
-            "Choose the folder that holds them with File ▸ Open Folder….",
+            "Choose the folder that holds them with File ▸ Open Folder…",
             QMessageBox.StandardButton.Ok, self)
         box.setObjectName("emptyFolderBox")
         if not quiet:
