@@ -9,12 +9,11 @@ from __future__ import annotations
 import builtins
 import csv
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
 
+from benchmarks.bench_scan_bomb import write_png_bomb  # one maker of the bomb: the benchmark's
 from engine.cli import main
 from engine.data import imaging
 from engine.data.scan import scan
@@ -29,21 +28,6 @@ def _copy_cells(pbc_dir: Path, dest: Path, names: list[str], cls: str = "neutrop
         shutil.copy(src, dest / name)
         out.append(dest / name)
     return out
-
-
-def write_png_bomb(path: Path, width: int, height: int) -> None:
-    """An all-black 1-bit grayscale PNG written row block by row block: a 30000 x 30000 bomb costs
-    ~110 KB on disk and a few MB to make, and gigabytes to decode."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    row = b"\0" * (1 + (width + 7) // 8)  # filter byte + packed bits
-    comp, idat = zlib.compressobj(9), []
-    for start in range(0, height, 1024):
-        idat.append(comp.compress(row * min(1024, height - start)))
-    idat.append(comp.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(idat)) + chunk(b"IEND", b""))
 
 
 # --------------------------------------------------------------- 1. failures of the environment

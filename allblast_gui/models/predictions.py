@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.labels import predictions as stored
+from engine.learn.uncertainty import summarise
 
 from .cell_rows import CellRow
 
@@ -24,17 +25,6 @@ def load_stored(store, model_path: Path | None) -> stored.StoredPredictions | No
     if model_path is None or not Path(model_path).is_file():
         return None
     return stored.load(store, sha256_file(model_path))
-
-
-def summarise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(argmax, top probability, margin = top1 - top2, entropy in nats) of (N, C) probabilities."""
-    probs = np.asarray(probs, dtype=np.float32)
-    order = np.sort(probs, axis=1)
-    top = order[:, -1]
-    margin = top - (order[:, -2] if probs.shape[1] > 1 else 0.0)
-    p = np.clip(probs.astype(np.float64), 1e-12, 1.0)
-    entropy = -(probs * np.log(p)).sum(1)
-    return probs.argmax(1), top, margin, entropy.astype(np.float32)
 
 
 def apply_predictions(rows_by_path: Mapping[str, CellRow], classes: Sequence[str], paths: Sequence[str],

@@ -22,6 +22,7 @@ from ..utils.csvsafe import write_csv
 from ..utils.jobs import CancelToken, drain
 from ..utils.natsort import natural_key
 from .events import PredictedBatch, PredictProgress
+from .uncertainty import summarise
 
 
 log = logging.getLogger(__name__)
@@ -49,16 +50,12 @@ class Predictions:
     @property
     def margin(self) -> np.ndarray:
         """top-1 minus top-2 probability: small = the model hesitated between two classes."""
-        if len(self.probs) == 0:
-            return np.zeros(0, np.float32)
-        top2 = np.sort(self.probs, axis=1)[:, -2:]
-        return (top2[:, 1] - top2[:, 0]).astype(np.float32)
+        return summarise(self.probs)[2]
 
     @property
     def entropy(self) -> np.ndarray:
         """Shannon entropy in nats (0 = certain, ln C = uniform)."""
-        p = self.probs.astype(np.float64)
-        return (-(p * np.log(np.clip(p, 1e-12, 1.0))).sum(1)).astype(np.float32)
+        return summarise(self.probs)[3]
 
     def with_duplicates(self, duplicates: Mapping[str, str]) -> "Predictions":
         """These predictions plus a row for each duplicate file (path -> its original, as in

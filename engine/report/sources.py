@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from ..data.cells import UNSURE
 from ..data.scan import scan
 from ..labels import predictions as stored
 from ..labels.db import find_db
 from ..labels.store import LabelStore, default_annotator
+from ..learn.uncertainty import summarise
 from ..utils.natsort import natural_key
 from .case import CaseCell
 
@@ -23,11 +22,9 @@ def cells_with_predictions(cells, states: dict | None, preds: stored.StoredPredi
     """Join scanned cells, their label states (path -> LabelState) and a model's stored results."""
     by_path: dict[str, tuple[str, float, float]] = {}
     if preds is not None and len(preds.paths):
-        order = np.sort(preds.probs, axis=1)
-        margin = order[:, -1] - (order[:, -2] if preds.probs.shape[1] > 1 else 0.0)
-        best = preds.probs.argmax(1)
+        best, top, margin, _ = summarise(preds.probs)
         for k, path in enumerate(preds.paths):
-            by_path[path] = (preds.model.classes[best[k]], float(order[k, -1]), float(margin[k]))
+            by_path[path] = (preds.model.classes[best[k]], float(top[k]), float(margin[k]))
     out = []
     for c in cells:
         st = states.get(c.path) if states else None
