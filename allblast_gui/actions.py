@@ -26,10 +26,12 @@ class ActionSpec:
 def _label_specs() -> list[ActionSpec]:
     specs = [
         ActionSpec(f"label_{i}", f"Label as class {i}", (str(i),), "Labeling",
-                   f"Set class {i} (classes in the order of the data set tree)")
+                   f"Set the class whose number key is {i} (Label ▸ Classes… shows and changes the keys)")
         for i in range(1, MAX_CLASS_KEYS + 1)
     ]
     specs += [
+        ActionSpec("classes", "C&lasses…", ("Ctrl+K",), "Labeling",
+                   "The data set's classes: add, rename, recolour, reorder, number keys, presets, delete"),
         ActionSpec("label_unsure", "Mark &Unsure", ("U",), "Labeling", "Mark the selected cells unsure"),
         ActionSpec("label_clear", "&Clear Label", ("0", "Backspace"), "Labeling",
                    "Remove the label (unlabeled)"),
@@ -120,9 +122,12 @@ def shortcut_text(spec: ActionSpec) -> str:
     return ", ".join(QKeySequence(s).toString(QKeySequence.SequenceFormat.NativeText) for s in spec.shortcuts)
 
 
-def label_key_text(classes: list[str]) -> list[tuple[str, str]]:
-    """(key, meaning) rows for the labeling keys of the open data set."""
-    rows = [(str(i + 1), name) for i, name in enumerate(classes[:MAX_CLASS_KEYS])]
+def label_key_text(classes) -> list[tuple[str, str]]:
+    """(key, meaning) rows for the labeling keys of the open data set (its stable number keys)."""
+    from .style import class_key
+
+    keyed = sorted((k, name) for name in classes if (k := class_key(classes, name)))
+    rows = [(str(k), name) for k, name in keyed]
     return rows + [("U", "unsure"), ("0 / Backspace", "clear (unlabeled)")]
 
 
@@ -133,7 +138,7 @@ MENUS: tuple[tuple[str, tuple], ...] = (
                ("&Export Labels", ("export_generic", "export_cnmc", "export_history")), "export_report", "-",
                "quit")),
     ("&Edit", ("undo", "redo", "-", "select_all", "find", "-", "annotator")),
-    ("&Label", tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1))
+    ("&Label", ("classes", "-") + tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1))
      + ("-", "label_unsure", "label_clear", "-", "accept_prediction")),
     ("&View", ("bigger", "smaller", "patient_on_tiles", "-", "zoom_in", "zoom_out", "zoom_fit", "actual_size",
                "saliency", "-", "brighter", "darker", "more_contrast", "less_contrast", "gamma_up", "gamma_down",

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from .demo import first_run_folder
     from .main_window import ICON, MainWindow
     from .workers import install_warning_hook
 
@@ -88,17 +89,21 @@ def main(argv: list[str] | None = None) -> int:
     window.show()
     window.activateWindow()  # without a window manager (kiosk, Xvfb) nothing else gives it focus
     QTimer.singleShot(WARM_UP_DELAY_MS, window.training.warm_up)  # after the first paint
+    folder = args.folder
+    if not folder and (demo := first_run_folder(window.prefs.recent_folders())) is not None:
+        folder = str(demo)  # a new user sees cells at once
     if args.script:
-        _run_script_when_ready(window, args)
-    if args.folder:
-        window.open_folder(args.folder, args.labels)
+        _run_script_when_ready(window, args, folder)
+    if folder:
+        window.open_folder(folder, args.labels)
     code = app.exec()
     log.info("allblast exits with status %s", code)
     return int(code)
 
 
-def _run_script_when_ready(window, args: argparse.Namespace) -> None:
-    """--script: run once the folder is open (at once without a folder); --exit-after: then quit."""
+def _run_script_when_ready(window, args: argparse.Namespace, folder: str | None) -> None:
+    """--script: run once the folder (FOLDER, or the first run's demo) is open (at once without a
+    folder); --exit-after: then quit."""
     from PySide6.QtCore import QTimer
 
     from .scripting import run_script
@@ -129,7 +134,7 @@ def _run_script_when_ready(window, args: argparse.Namespace) -> None:
         window.datasetOpened.disconnect(opened)
         window.datasetFailed.disconnect(failed)
 
-    if args.folder:
+    if folder:
         window.datasetOpened.connect(opened)
         window.datasetFailed.connect(failed)
     else:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from . import actions as act
+from .classes_ui import ClassesUI
 from .controllers.dataset import DatasetController, LoadedDataset, describe_holders, folder_concern
 from .controllers.review import ReviewController
 from .dialogs import label_io
@@ -28,6 +29,7 @@ from .predictions_ui import PredictionsUI
 from .reports_ui import ReportsUI
 from .scripting import ScriptApp
 from .settings import MAX_TILE, MIN_TILE, TILE_STEP, Prefs
+from .style import class_key
 from .training_ui import TrainingUI
 from .views.cell_grid import CellGridView
 from .views.dataset_tree import DatasetTree
@@ -76,6 +78,7 @@ class MainWindow(QMainWindow):
         self.training = TrainingUI(self, self.prefs)
         self.predictions = PredictionsUI(self)
         self.reports = ReportsUI(self)
+        self.classes = ClassesUI(self)
         self.script_app = ScriptApp(self)
         self.console = ConsolePanel(self.script_app)
         self.quitting_from_script = False  # app.quit(): close without asking
@@ -105,7 +108,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = act.build_menus(self.menuBar(), self.actions)["@recent"]
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         self._connect()
-        self._set_label_actions([])
+        self.set_label_actions([])
         self._on_undo_state(False, False)
         self._on_training_running(False)
         self._on_predicting(False)
@@ -150,7 +153,7 @@ class MainWindow(QMainWindow):
             "predict": self.predictions.open_predict_dialog, "stop_predict": self.predictions.controller.cancel,
             "show_patients": lambda: self.show_dock("patients"), "accept_prediction": r.accept_prediction,
             "saliency": self.inspector.toggle_saliency,
-            "label_unsure": r.label_unsure, "label_clear": r.label_clear,
+            "label_unsure": r.label_unsure, "label_clear": r.label_clear, "classes": lambda: self.classes.open_dialog(),
             "actual_size": image.actual_size,
             "brighter": lambda: self.step_display(brightness=+1), "darker": lambda: self.step_display(brightness=-1),
             "more_contrast": lambda: self.step_display(contrast=+1),
@@ -191,6 +194,7 @@ class MainWindow(QMainWindow):
         p = self.predictions
         p.message.connect(lambda text: s.showMessage(text, 15000))
         self.reports.message.connect(lambda text: s.showMessage(text, 15000))
+        self.classes.message.connect(lambda text: s.showMessage(text, 8000))
         p.progress.connect(lambda done, total: s.hide_progress() if done < 0 else s.show_progress(done, total))
         p.controller.runningChanged.connect(self._on_predicting)
         self.tree.disagreeRequested.connect(lambda: self.filter_bar.set_disagree_only(True))
@@ -259,7 +263,7 @@ class MainWindow(QMainWindow):
         self.review.set_store(ds.store, ds.classes)
         self.training.set_dataset(ds)
         self.predictions.set_dataset(ds)
-        self._set_label_actions(ds.classes)
+        self.set_label_actions(ds.classes)
         # Until the first label the index waits in the user cache: show where labels will be kept.
         self.status.set_db(ds.store.location, getattr(ds.store, "home", None) or ds.store.db_path)
         self.prefs.add_recent(ds.root)
@@ -410,12 +414,15 @@ class MainWindow(QMainWindow):
             self.filter_bar.show_all()
         self.grid.select_path(path)
 
-    def _set_label_actions(self, classes: list[str]) -> None:
+    def set_label_actions(self, classes) -> None:
+        """Label ▸ 1-9 from the class set's stable number keys."""
         for i in range(1, act.MAX_CLASS_KEYS + 1):
             action = self.actions[f"label_{i}"]
-            action.setText(f"{i}  {classes[i - 1]}" if i <= len(classes) else f"Class {i}")
-            action.setVisible(i <= len(classes) or not classes)
-            action.setEnabled(i <= len(classes))
+            name = next((c for c in classes if class_key(classes, c) == i), None)
+            action.setText(f"{i}  {name}" if name else f"Class {i}")
+            action.setVisible(name is not None or not classes)
+            action.setEnabled(name is not None)
+        self.actions["classes"].setEnabled(self.datasets.current is not None)
         for name in ("label_unsure", "label_clear", "import", "export_generic", "export_cnmc", "export_history"):
             self.actions[name].setEnabled(bool(classes) or self.datasets.current is not None)
 
@@ -423,13 +430,17 @@ class MainWindow(QMainWindow):
     def export_labels(self, kind: str, path: str | Path | None = None) -> str | None:
         return self._file_command(lambda store: label_io.export_labels(self, store, kind, path))
 
-    def import_labels(self, path: str | Path | None = None) -> str | None:
+    def import_labels(self, path: str | Path | None = None, *, add_classes: bool | None = None) -> str | None:
+        """File ▸ Import Labels…; `add_classes` answers the new-classes question (scripts, tests)."""
         def run(store):
             if not self.review.ensure_annotator():  # an import is labelling too: never an anonymous one
                 self.status.showMessage("Not imported: the annotator's name is needed (Edit ▸ Set Annotator…)", 8000)
                 raise label_io.Cancelled()
-            summary, _report = label_io.import_labels(self, store, self.review.annotator, path)
-            self.review.reload_from_store()
+            summary, report = label_io.import_labels(self, store, self.review.annotator, path, add_classes)
+            if report.added_classes:
+                self.classes.refresh()  # (rereads the rows too)
+            else:
+                self.review.reload_from_store()
             return summary
         return self._file_command(run)
 

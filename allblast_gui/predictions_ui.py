@@ -35,6 +35,7 @@ class PredictionsUI(QObject):
         c.progress.connect(self._on_progress)
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
+        c.notice.connect(self.message)
         c.saliencyReady.connect(window.inspector.show_saliency)
         c.saliencyFailed.connect(window.inspector.saliency_failed)
         window.inspector.saliencyRequested.connect(c.saliency)
@@ -73,7 +74,9 @@ class PredictionsUI(QObject):
             self.message.emit("A prediction is running already")
             return None
         active = self.active_model()
-        dialog = PredictDialog(active, Path(active).parent.name if active else "", self.window)
+        backend, precision = self.window.prefs.inference()
+        dialog = PredictDialog(active, Path(active).parent.name if active else "", self.window, backend=backend,
+                               precision=precision)
         dialog.accepted.connect(lambda: self._predict_from(dialog))
         dialog.finished.connect(lambda _r: setattr(self, "dialog", None))
         self.dialog = dialog
@@ -85,16 +88,22 @@ class PredictionsUI(QObject):
         if path is None:
             self._warn("No model", "Choose a model file, or make a run the active model in the Runs panel.")
             return
-        self.predict(path, **dialog.options())
+        options = dialog.options()
+        self.window.prefs.set_inference(options["backend"], options["precision"])
+        self.predict(path, **options)
 
-    def predict(self, model_path, *, tta: bool = False, batch_size: int = 32, device: str = "auto") -> None:
+    def predict(self, model_path, *, tta: bool = False, batch_size: int = 32, device: str = "auto",
+                backend: str | None = None, precision: str | None = None) -> None:
+        """`backend` / `precision`: None = the ones last chosen in the Predict dialog (settings)."""
         path = model_file(model_path)
         if path is None:
             raise FileNotFoundError(f"{model_path} is not a model file or a run folder with a model.pt")
         if self.active_model() is None or Path(self.active_model()).resolve() != path.resolve():
             self._catalog().set_active(path)  # predictions shown are the active model's
             self.window.training.refresh_runs()
-        self.controller.predict(path, tta=tta, batch_size=batch_size, device=device)
+        chosen_backend, chosen_precision = self.window.prefs.inference()
+        self.controller.predict(path, tta=tta, batch_size=batch_size, device=device,
+                                backend=backend or chosen_backend, precision=precision or chosen_precision)
 
     # ---- reacting -------------------------------------------------------------------------------
     def _on_arrived(self, paths: list) -> None:

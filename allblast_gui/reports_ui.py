@@ -29,7 +29,10 @@ def output_dir(root: Path | None) -> Path:
 
 
 def blast_class(classes) -> str | None:
-    """The class whose fraction a report states by default: the blasts (C-NMC's `all`), else none."""
+    """The class whose fraction a report states by default: the class set's positive class (blasts,
+    C-NMC's `all`), else none."""
+    if hasattr(classes, "positive"):
+        return classes.positive
     return next((name for name in ("all", "blast", "blasts") if name in classes), None)
 
 

@@ -201,6 +201,14 @@ class ScriptApp:
             raise ScriptError(f"report not written: {ui.last_error or 'unknown error (see the log)'}")
         return ui.last_path
 
+    def show_classes(self):
+        """Label ▸ Classes…: the class editor of the open folder; its methods (`add`, `rename`,
+        `recolor`, `set_key`, `move`, `toggle_positive`, `delete`, `apply_preset`) edit as its buttons do."""
+        dialog = self._window.classes.open_dialog()
+        if dialog is None:
+            raise ScriptError("no folder is open: app.open(folder) first")
+        return dialog
+
     def stop_training(self) -> None:
         """Stop the running training within one batch (checkpoints are kept)."""
         self._window.training.stop()

@@ -1,5 +1,5 @@
 """What the window remembers between runs (QSettings): recent folders, annotator, tile size, the
-Train dialog's settings, geometry. Tests inject their own QSettings (an ini file under tmp_path)
+Train dialog's settings, the inference backend and precision, geometry. Tests inject their own QSettings (an ini file under tmp_path)
 so they never touch the user's real settings."""
 from __future__ import annotations
 
@@ -88,6 +88,20 @@ class Prefs:
 
     def set_train_settings(self, values: dict) -> None:
         self.qs.setValue("train/settings", json.dumps(values))
+
+    # -- prediction ----------------------------------------------------------------------------
+    def inference(self) -> tuple[str, str]:
+        """(backend, precision) the Predict dialog last used: `allblast-engine predict --backend
+        --precision` values; ("auto", "f32") until one was chosen, or for a value no longer known."""
+        from engine.learn.backends.base import BACKENDS, PRECISIONS  # names only: loads no torch
+
+        backend = str(self.qs.value("predict/backend", "auto") or "auto")
+        precision = str(self.qs.value("predict/precision", "f32") or "f32")
+        return (backend if backend in BACKENDS else "auto", precision if precision in PRECISIONS else "f32")
+
+    def set_inference(self, backend: str, precision: str) -> None:
+        self.qs.setValue("predict/backend", backend)
+        self.qs.setValue("predict/precision", precision)
 
     def geometry(self) -> tuple[QByteArray | None, QByteArray | None]:
         return self.qs.value("window/geometry"), self.qs.value("window/state")

@@ -12,21 +12,9 @@ from collections.abc import Sequence
 from PySide6.QtGui import QColor
 
 from engine.data.cells import UNSURE
+from engine.labels.classes import PALETTE, generated_color
 
-CLASS_PALETTE = (
-    "#0072B2",  # blue
-    "#D55E00",  # vermillion
-    "#009E73",  # bluish green
-    "#CC79A7",  # reddish purple
-    "#56B4E9",  # sky blue
-    "#F0E442",  # yellow
-    "#8C564B",  # brown (Tableau)
-    "#17BECF",  # cyan (Tableau)
-    "#BCBD22",  # olive (Tableau)
-    "#9467BD",  # purple (Tableau)
-    "#1F77B4",  # dark blue (Tableau)
-    "#2CA02C",  # green (Tableau)
-)
+CLASS_PALETTE = PALETTE  # one home: engine.labels.classes (new classes get these colours, stored)
 UNSURE_COLOR = "#E69F00"  # Okabe-Ito orange: "look again"
 UNLABELED_COLOR = "#9E9E9E"  # grey: no decision yet
 PROBLEM_COLOR = "#B00020"  # a file that cannot be shown
@@ -34,20 +22,30 @@ DISAGREE_COLOR = "#C2185B"  # the model's class differs from the expert's label
 
 
 def label_color(label: str | None, classes: Sequence[str]) -> QColor:
-    """The colour of a label. Classes outside `classes` still get a stable colour."""
+    """The colour of a label: the class set's own colour (`ClassSet.color_of`), else by its place in
+    `classes`. Classes outside `classes` still get a stable colour."""
     if label is None:
         return QColor(UNLABELED_COLOR)
     if label == UNSURE:
         return QColor(UNSURE_COLOR)
+    stored = getattr(classes, "color_of", None)
+    if stored is not None and (color := stored(label)):
+        return QColor(color)
     try:
         i = list(classes).index(label)
     except ValueError:
         # crc32, not hash(): the same label keeps its colour across runs (hash() is salted).
         i = len(classes) + zlib.crc32(label.encode("utf-8"))
-    if i < len(CLASS_PALETTE):
-        return QColor(CLASS_PALETTE[i])
-    # More classes than the palette: spread further hues evenly (golden-angle steps).
-    return QColor.fromHsv(int((i * 137.508) % 360), 170, 200)
+    return QColor(generated_color(i))
+
+
+def class_key(classes: Sequence[str], name: str) -> int | None:
+    """The number key of class `name`: the class set's stable key, else its place (1-9)."""
+    key_of = getattr(classes, "key_of", None)
+    if key_of is not None:
+        return key_of(name)
+    names = list(classes)
+    return names.index(name) + 1 if name in names and names.index(name) < 9 else None
 
 
 def label_text(label: str | None) -> str:

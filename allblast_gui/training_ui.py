@@ -6,7 +6,9 @@ the controller's worker thread; this class only reacts on the GUI thread.
 """
 from __future__ import annotations
 
+import importlib
 import logging
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +29,23 @@ from .panels.dashboard import TrainingDashboard
 from .panels.runs_panel import RunsPanel
 
 log = logging.getLogger(__name__)
+
+
+def _start_worker_server() -> None:
+    from engine.utils.jobs import start_worker_server
+
+    from .controllers.training import lower_thread_priority
+
+    lower_thread_priority()  # the fork server and the workers it forks inherit it
+    start_worker_server()  # a separate process: imports torch there while we import it here
+
+
+WARM_UP_STEPS = (  # what Train needs, loaded ahead; each step is one import (or the fork server)
+    _start_worker_server,
+    lambda: importlib.import_module("engine.learn.fit"),  # torch and the training code
+    lambda: importlib.import_module("engine.learn.model"),  # timm (and torchvision)
+    lambda: importlib.import_module("sklearn.metrics"),  # the validation metrics (scipy)
+)
 REASONS = {"completed": "finished", "halted": "halted by the user", "early-stopped": "stopped early (no improvement)",
            "cancelled": "stopped; checkpoints kept"}
 
@@ -47,6 +66,7 @@ class TrainingUI(QObject):
         self.train_dialog = None  # the open TrainDialog
         self.continue_dialog: ContinueDialog | None = None
         self.failure_dialog: TrainingFailedDialog | None = None
+        self._warm_stop = threading.Event()
         self._connect()
 
     def _connect(self) -> None:
@@ -68,17 +88,16 @@ class TrainingUI(QObject):
         self.runs.refreshRequested.connect(self.refresh_runs)
 
     def warm_up(self) -> None:
-        """Import torch and timm on a pool thread now, so pressing Train does not wait for them."""
+        """Import torch and timm on a pool thread now, so pressing Train does not wait for them.
+        Closing the window stops it between imports (`shutdown`): an import still running when
+        Python shuts down fails ("can't register atexit after shutdown")."""
+        stop = self._warm_stop
+
         def load() -> None:
-            from engine.utils.jobs import start_worker_server
-
-            from .controllers.training import lower_thread_priority
-
-            lower_thread_priority()  # the fork server and the workers it forks inherit it
-            start_worker_server()  # a separate process: imports torch there while we import it here
-            import engine.learn.fit  # noqa: F401 - torch and the training code
-            import engine.learn.model  # noqa: F401 - timm (and torchvision)
-            import sklearn.metrics  # noqa: F401 - the validation metrics (scipy)
+            for step in WARM_UP_STEPS:
+                if stop.is_set():
+                    return
+                step()
 
         self.controller._runner.run(load, key="warm-up")
 
@@ -299,9 +318,13 @@ class TrainingUI(QObject):
         return box.clickedButton() is stop
 
     def shutdown(self) -> bool:
+        self._warm_stop.set()
         if self.controller.running:
             self.dashboard.set_stopping()
-        return self.controller.shutdown()
+        ok = self.controller.shutdown()
+        # A warm-up import in flight is waited for (a minute at most, on a loaded machine): the
+        # interpreter must not shut down under it.
+        return self.controller._runner.pool.waitForDone(60_000) and ok
 
     def _warn(self, title: str, text: str) -> None:
         QMessageBox.warning(self.window, title, text)

@@ -9,6 +9,18 @@ Naive = torchvision ImageFolder (PIL decode + Resize + flips + ToTensor + Normal
 Both train tf_efficientnet_lite0 + the paper's head from the same initial weights. Run by hand:
 
     OMP_NUM_THREADS=2 python benchmarks/bench_train.py --n 200 --epochs 2 --img-size 128
+
+On a GPU, where the first epoch is what users wait for (kernel selection and compilation for each
+new batch shape), report epoch 1 and the steady epochs separately, against a bare training step
+(synthetic uint8 batches converted on the GPU, same model, precision and layout):
+
+    python benchmarks/bench_train.py --device cuda --n 2000 --epochs 4 --img-size 224 --batch-size 64 --no-naive
+    python benchmarks/bench_train.py --device cuda --backbone efficientnet_b3 --img-size 300 --batch-size 40 \
+        --n 2000 --epochs 4 --no-naive [--warmup]
+
+Targets (issue 12): epoch 1 <= 2 x a steady epoch + 10 s; steady rate >= 80 % (Lite0) / 90 % (B3)
+of the bare step rate. `--warmup` runs engine.learn.warmup on the train and partial-batch shapes
+first (its time is printed and counted in epoch 1).
 """
 from __future__ import annotations
 
@@ -24,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.data.dataset import CellDataset, DecodedCache, make_loader  # noqa: E402
 from engine.data.scan import scan  # noqa: E402
-from engine.learn.device import amp_dtype, resolve_device  # noqa: E402
+from engine.learn.device import amp_dtype, autocast, resolve_device  # noqa: E402
 from engine.learn.loops import train_one_epoch  # noqa: E402
 from engine.learn.model import build_model  # noqa: E402
 from engine.utils.jobs import drain  # noqa: E402
@@ -46,6 +58,42 @@ def pick(data_dir: Path, n: int):
     return data.root, sorted(by_class), chosen
 
 
+def bare_step(model, spec, device, args, steps: int = 20) -> tuple[float, float]:
+    """(seconds of the first step of this process, images/s of later steps): forward, backward and
+    an optimizer step on synthetic uint8 batches converted on the device, no loader."""
+    from engine.data.dataset import to_model_input
+
+    channels_last = device.type == "cuda" if args.channels_last == "auto" else args.channels_last == "on"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = amp_dtype(device, True)
+    opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
+    x8 = torch.randint(0, 256, (args.batch_size, 3, spec.img_size, spec.img_size), dtype=torch.uint8, device=device)
+    y = torch.randint(0, len(spec.classes), (args.batch_size,), device=device)
+    model.train()
+
+    def step():
+        with autocast(device, dtype):
+            loss = torch.nn.functional.cross_entropy(model(to_model_input(x8, spec, device, channels_last)).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    _sync(device)
+    t = time.perf_counter()
+    step()
+    _sync(device)
+    first = time.perf_counter() - t
+    for _ in range(3):
+        step()
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return first, steps * args.batch_size / (time.perf_counter() - t)
+
+
 def bench_ours(root, classes, cells, model, spec, device, args) -> list[float]:
     targets = [classes.index(c.label) for c in cells]
     cache = DecodedCache(len(cells), spec.img_size)
@@ -62,13 +110,23 @@ def bench_ours(root, classes, cells, model, spec, device, args) -> list[float]:
     opt = torch.optim.Adamax(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
     rates = []
+    args.epoch_seconds = []
+    warm = 0.0
+    if args.warmup:
+        from engine.learn.warmup import batch_shapes, warm_up
+
+        warm = warm_up(model, spec, device, train_batches=batch_shapes(len(cells), args.batch_size, True),
+                       autocast_dtype=dtype, channels_last=channels_last)
+        print(f" ours: warm-up {warm:.1f} s (counted in epoch 1)")
     for epoch in range(1, args.epochs + 1):
         _sync(device)
         t = time.perf_counter()
         m = drain(train_one_epoch(model, loader, loss_fn, opt, device, spec, epoch=epoch,
                                   autocast_dtype=dtype, scaler=scaler, channels_last=channels_last))
         _sync(device)
-        rates.append(m["images"] / (time.perf_counter() - t))
+        seconds = time.perf_counter() - t + (warm if epoch == 1 else 0.0)
+        args.epoch_seconds.append(seconds)
+        rates.append(m["images"] / seconds)
     return rates
 
 
@@ -111,6 +169,25 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def first_epoch_report(model, spec, device, args, rates: list[float]) -> None:
+    """Epoch 1 against the steady epochs, and the steady rate against a bare step (run after the
+    epochs, so its own first step is a fresh shape only if the epochs never used it)."""
+    if args.epochs < 2:
+        print("first epoch vs steady: needs --epochs 2 or more")
+        return
+    first_s, steady = args.epoch_seconds[0], args.epoch_seconds[1:]
+    steady_s = sum(steady) / len(steady)
+    steady_rate = len(steady) / sum(1 / r for r in rates[1:])
+    first_step, bare_rate = bare_step(model, spec, device, args)
+    target = 0.9 if "b3" in args.backbone else 0.8
+    met = "met" if first_s <= 2 * steady_s + 10 else "NOT met"
+    print(f"epoch 1 {first_s:.1f} s, steady epochs {steady_s:.1f} s: epoch 1 = {first_s / steady_s:.2f} x steady "
+          f"(target <= 2 x steady + 10 s = {2 * steady_s + 10:.1f} s: {met})")
+    print(f"steady {steady_rate:.1f} img/s, bare step {bare_rate:.1f} img/s: {steady_rate / bare_rate:.0%} of the bare "
+          f"step (target {target:.0%}: {'met' if steady_rate >= target * bare_rate else 'NOT met'}); a bare step "
+          f"of this process after training: first {first_step * 1000:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="class-folder data set (default: pbc-dev)")
@@ -122,21 +199,27 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="loader workers for both (default: automatic)")
     ap.add_argument("--channels-last", choices=["auto", "on", "off"], default="auto",
                     help="ours: auto = as fit does it (CUDA only)")
+    ap.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm name (random weights)")
+    ap.add_argument("--no-naive", action="store_true", help="skip the naive loop (first-epoch runs on a GPU)")
+    ap.add_argument("--warmup", action="store_true", help="ours: fixed-shape warm-up before epoch 1")
     args = ap.parse_args()
     device = resolve_device(args.device)
     root, classes, cells = pick(args.data, args.n)
     torch.manual_seed(0)
-    model, spec, _ = build_model("tf_efficientnet_lite0", classes, pretrained=False, img_size=args.img_size)
+    model, spec, _ = build_model(args.backbone, classes, pretrained=False, img_size=args.img_size)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     print(f"{len(cells)} images, {len(classes)} classes, {args.img_size}px, batch {args.batch_size}, "
           f"{args.epochs} epochs, device {device}, torch threads {torch.get_num_threads()}, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
     results = {}
-    for name, fn in (("naive", bench_naive), ("ours", bench_ours)):
+    for name, fn in (("naive", bench_naive), ("ours", bench_ours))[1 if args.no_naive else 0:]:
         model.load_state_dict(init)
         model.to(device)
         results[name] = fn(root, classes, cells, model, spec, device, args)
         print(f"{name:>5}: " + "  ".join(f"epoch {i + 1} {r:7.1f} img/s" for i, r in enumerate(results[name])))
+    first_epoch_report(model, spec, device, args, results["ours"])
+    if args.no_naive:
+        return
     for i in range(args.epochs):
         print(f"epoch {i + 1}: ours / naive = {results['ours'][i] / results['naive'][i]:.2f}x")
     mean = {k: len(v) / sum(1 / r for r in v) for k, v in results.items()}  # harmonic: total images / time

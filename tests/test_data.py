@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections import Counter
 
 import numpy as np
@@ -150,3 +151,18 @@ def test_to_model_input_normalises_like_torchvision():
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert x.dtype == torch.uint8  # the input batch is not modified
+
+
+def test_loader_workers_are_not_forked_after_a_backend_thread_pool_loaded(monkeypatch):
+    """Forking a DataLoader worker after OpenVINO ran in this process crashed (its thread pools do
+    not survive a fork): with OpenVINO or ONNX Runtime loaded, workers come from a fork server."""
+    import types
+
+    from engine.data.dataset import worker_context
+
+    monkeypatch.setattr("engine.utils.jobs._worker_start_method", None)
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+    assert worker_context() is None  # the platform default (fork on Linux)
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
+    assert worker_context().get_start_method() == "forkserver"

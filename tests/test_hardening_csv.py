@@ -81,6 +81,8 @@ def test_conflicting_rows_import_nothing_unless_last_wins(data, tmp_path, capsys
     """Item 2: the last of two disagreeing rows used to win silently."""
     b1, b2, _ = cells(data, "basophil")
     n1, _ = cells(data, "neutrophil")
+    # not folder classes: labels outside the class set are refused (tests/test_classes.py)
+    assert main(["-q", "labels", "classes", str(data), "--add", "monocyte", "--add", "lymphocyte"]) == 0
     assert main(["-q", "labels", "set", str(data), n1, "monocyte", "--annotator", "Dr. A"]) == 0
     before = labels_now(data)
     conflict = tmp_path / "conflict.csv"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.labels import predictions as P
-from engine.labels.store import LabelStore
+from engine.labels.store import SCHEMA_VERSION, LabelStore
 from engine.learn.calibration import calibrate, expected_calibration_error, fit_temperature
 from engine.learn.events import PredictedBatch, PredictProgress
 from engine.learn.inference import predict_iter
@@ -73,11 +73,12 @@ def test_a_version_1_database_gains_the_prediction_tables_and_keeps_its_labels(t
         store.sync_cells([Cell("c1.png", "all", "1")])
         store.set_label("c1.png", "hem", annotator="Dr. A")
     conn = sqlite3.connect(db)  # make it what allblast 0.1 wrote: schema 1, no prediction tables
-    conn.executescript("DROP TABLE predictions; DROP TABLE models; PRAGMA user_version = 1;")
+    conn.executescript("DROP TABLE predictions; DROP TABLE models; DROP TABLE classes; DROP TABLE class_changes; "
+                       "PRAGMA user_version = 1;")
     conn.close()
     with LabelStore.open(root, db_path=db) as store:
         assert store.state("c1.png").current == "hem" and store.history("c1.png")[0].annotator == "Dr. A"
-        assert store.query("PRAGMA user_version")[0][0] == 2
+        assert store.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert P.models(store) == []
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.data.cells import UNSURE
+from engine.labels.classes import ClassSet
 from engine.labels.db import db_path_in
 from ..models.cell_rows import CellRow, rows_from_scan
 from ..workers import TaskRunner
@@ -35,7 +35,7 @@ class LoadedDataset:
     root: Path
     project: object  # engine.index.Project
     rows: list[CellRow]
-    classes: list[str]
+    classes: ClassSet  # names in order (a Sequence[str]), with number keys and colours
     patients: list[str]
     problems: list[tuple[str, str]] = field(default_factory=list)
     predictions: object = None  # engine.labels.predictions.ModelRecord of the predictions on the rows
@@ -209,10 +209,8 @@ def load_dataset(root: Path, labels: Path | None, db_path: Path | None, progress
         rows = rows_from_scan(project.scan, current)
         for row in rows:
             row.name_key()  # natural-sort keys are cached on the row: build them here, not in the GUI
-        # Number keys follow this order; labels the store knows beyond the scan's classes (e.g.
-        # from an imported CSV) still get a key.
-        extra = {r.current for r in rows if r.current not in (None, UNSURE)}
-        classes = sorted(set(project.scan.classes) | extra)
+        # The data set's class set (engine.labels.classes): stable number keys, stored colours.
+        classes = project.classes
         problems = [(p.path, p.reason) for p in project.scan.problems]
         shown = _stored_predictions(project.store, rows)
         return LoadedDataset(project.root, project, rows, classes, project.scan.patients, problems, shown)

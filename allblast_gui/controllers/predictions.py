@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.labels import predictions as stored
 from engine.labels.db import now_utc
-from engine.learn.events import PredictedBatch, PredictProgress
+from engine.learn.events import Message, PredictedBatch, PredictProgress
 from engine.utils.jobs import CancelToken
 
 from ..models.predictions import apply_predictions, clear_predictions, load_stored
@@ -37,22 +37,25 @@ def model_name(path: Path) -> str:
 
 
 def run_prediction(store, root: Path, cells, model_path: Path, *, tta: bool, batch_size: int, device: str,
-                   cancel: CancelToken):
-    """Pool thread: predict every cell, storing each batch; yields the ModelRecord, then the engine's
-    events; returns the engine's Predictions."""
-    from engine.learn.device import resolve_device
+                   cancel: CancelToken, backend: str = "auto", precision: str = "f32"):
+    """Pool thread: predict every cell, storing each batch; yields the ModelRecord, a Message when
+    the backend is not the one asked for (OpenVINO missing), then the engine's events; returns the
+    engine's Predictions."""
+    from engine.learn.backends.loader import open_predictor
     from engine.learn.inference import predict_iter
-    from engine.learn.model import load_model, temperature_of
-    from engine.utils.files import sha256_file
+    from engine.learn.model import temperature_of
 
     lower_thread_priority()
-    dev = resolve_device(device)
-    model, spec, extras = load_model(model_path, dev)
-    record = stored.ModelRecord(sha256_file(model_path), str(Path(model_path).resolve()), model_name(model_path),
-                                tuple(spec.classes), temperature_of(extras), tta, now_utc())
+    predictor = open_predictor(model_path, backend=backend, device=device, precision=precision, data_root=root)
+    spec = predictor.spec
+    record = stored.ModelRecord(predictor.sha256, str(Path(model_path).resolve()), model_name(model_path),
+                                tuple(spec.classes), temperature_of(predictor.extras), tta, now_utc())
     stored.begin(store, record)
     yield record
-    gen = predict_iter(model, spec, root, cells, device=dev, batch_size=batch_size, tta=tta, cancel=cancel,
+    if predictor.note:
+        yield Message(predictor.note)
+    log.info("predicting with %s", predictor.backend.describe())
+    gen = predict_iter(predictor.backend, spec, root, cells, batch_size=batch_size, tta=tta, cancel=cancel,
                        temperature=record.temperature)
     while True:
         try:
@@ -71,6 +74,7 @@ class PredictionController(QObject):
     shownChanged = Signal(object)  # ModelRecord | None: every row's prediction may have changed
     finished = Signal(object)  # engine.learn.inference.Predictions (None when cancelled)
     failed = Signal(str)
+    notice = Signal(str)  # one line for the status bar (the backend fell back to torch)
     runningChanged = Signal(bool)
     saliencyReady = Signal(str, object, str)  # path, heat map (H, W) float32, class it explains
     saliencyFailed = Signal(str, str)  # path, message
@@ -125,7 +129,8 @@ class PredictionController(QObject):
             on_done()
 
     # ---- predicting -------------------------------------------------------------------------------
-    def predict(self, model_path: Path, *, tta: bool = False, batch_size: int = 32, device: str = "auto") -> None:
+    def predict(self, model_path: Path, *, tta: bool = False, batch_size: int = 32, device: str = "auto",
+                backend: str = "auto", precision: str = "f32") -> None:
         ds = self._dataset
         if ds is None:
             raise RuntimeError("open a folder of cells first")
@@ -135,7 +140,8 @@ class PredictionController(QObject):
         self._token = CancelToken()
         self.last_result, self.last_error = None, None
         worker = GeneratorWorker(run_prediction(ds.store, ds.root, cells, Path(model_path), tta=tta,
-                                                batch_size=batch_size, device=device, cancel=self._token))
+                                                batch_size=batch_size, device=device, cancel=self._token,
+                                                backend=backend, precision=precision))
         worker.progress.connect(self._on_event)
         worker.result.connect(self._on_result)
         worker.error.connect(self._on_error)
@@ -175,6 +181,8 @@ class PredictionController(QObject):
                 self._flush.start()
         elif isinstance(event, PredictProgress):
             self.progress.emit(event.done, event.total, event.images_per_s)
+        elif isinstance(event, Message):
+            self.notice.emit(event.text)
 
     def flush(self) -> None:
         """Put the results received so far on the rows, and say which rows changed."""

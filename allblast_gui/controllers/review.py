@@ -15,6 +15,8 @@ from PySide6.QtCore import QObject, Signal
 from engine.data.cells import UNSURE
 from engine.labels.store import ACCEPTED_PREDICTION, StoreError
 
+from ..style import class_key
+
 # Above this many paths, reading all states at once is cheaper than one query per path.
 _BULK_STATES = 200
 
@@ -24,6 +26,7 @@ class ReviewController(QObject):
     undoStateChanged = Signal(bool, bool)  # can undo, can redo
     message = Signal(str)  # short status-bar text
     failed = Signal(str, str)  # title, message: the window shows it in a message box
+    classesChanged = Signal(str)  # an undo / redo renamed or deleted a class: the window rereads the set
 
     def __init__(self, model, grid, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -36,25 +39,28 @@ class ReviewController(QObject):
         self.model_short: str | None = None  # short sha256 of the model whose predictions are shown
 
     # -- context ---------------------------------------------------------------------------------
-    def set_store(self, store, classes: list[str]) -> None:
+    def set_store(self, store, classes) -> None:
         self._store = store
-        self._classes = list(classes)
+        self._classes = classes  # the class set (engine.labels.classes.ClassSet) or a list of names
         self._emit_undo_state()
 
     def set_annotator(self, name: str) -> None:
         self.annotator = name
 
     @property
-    def classes(self) -> list[str]:
+    def classes(self):
         return self._classes
 
     # -- key handlers (connected to the window's actions) ----------------------------------------
     def label_class(self, number: int) -> None:
-        """Number key `number` (1-based) = the number-th class."""
-        if 1 <= number <= len(self._classes):
-            self.apply_label(self._classes[number - 1])
+        """Number key `number`: the class with that key in the class set (keys are stable)."""
+        name = next((c for c in self._classes if class_key(self._classes, c) == number), None)
+        if name is not None:
+            self.apply_label(name)
+        elif self._store is not None and not len(self._classes):
+            self.message.emit("No classes yet: Label ▸ Classes… (Ctrl+K) adds them or starts from a preset")
         elif self._store is not None:
-            self.message.emit(f"No class {number}: this data set has {len(self._classes)} classes")
+            self.message.emit(f"No class has key {number}: Label ▸ Classes… (Ctrl+K) gives classes their keys")
 
     def label_unsure(self) -> None:
         self.apply_label(UNSURE)
@@ -171,6 +177,15 @@ class ReviewController(QObject):
             return
         try:
             paths = getattr(self._store, kind)(annotator=self.annotator)
+            edit = getattr(self._store, "last_class_edit", None)
+            if edit:  # a class rename / delete (with its cells, maybe none): the set changed too
+                self.classesChanged.emit("")
+                n = len(paths)
+                self.message.emit(f"{kind.capitalize()}: {edit}" + (f" ({n} cell{'s' if n != 1 else ''})" if n else ""))
+                if paths:
+                    self._push(self._current_labels(paths))
+                self._emit_undo_state()
+                return
             if not paths:
                 self.message.emit(f"Nothing to {kind}")
                 self._emit_undo_state()

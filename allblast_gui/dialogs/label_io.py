@@ -12,7 +12,7 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 from engine.data.labelfiles import LabelConflictError
-from engine.labels.csv_io import export_csv, import_csv
+from engine.labels.csv_io import UnknownLabelsError, export_csv, import_csv
 from engine.labels.outputs import check_output
 
 from ..workers import collect_warnings
@@ -45,20 +45,31 @@ def export_labels(parent: QWidget | None, store, kind: str, path: str | Path | N
     return summary + (" — " + "; ".join(notes) if notes else "")
 
 
-def import_labels(parent: QWidget | None, store, annotator: str, path: str | Path | None = None):
-    """Returns (summary, ImportReport); the import is one undoable step in the store."""
+def import_labels(parent: QWidget | None, store, annotator: str, path: str | Path | None = None,
+                  add_classes: bool | None = None):
+    """Returns (summary, ImportReport); the import is one undoable step in the store. Labels that
+    are not classes yet are added only when the user says so (`add_classes`: the answer, for tests)."""
     if path is None:
         path, _ = QFileDialog.getOpenFileName(parent, "Import Labels", str(Path.home()), CSV_FILTER)
         if not path:
             raise Cancelled()
+    options = dict(last_wins=False, add_classes=False)
     with collect_warnings() as notes:  # "the last row of each was used", when the user chose that
-        try:
-            report = import_csv(store, path, annotator=annotator)
-        except LabelConflictError as exc:
-            if not _last_row_wins(parent, exc):
-                raise Cancelled() from exc  # the question said that nothing is imported
-            report = import_csv(store, path, annotator=annotator, last_wins=True)
+        while True:  # each question answered Yes tries again with that permission
+            try:
+                report = import_csv(store, path, annotator=annotator, **options)
+                break
+            except LabelConflictError as exc:
+                if options["last_wins"] or not _last_row_wins(parent, exc):
+                    raise Cancelled() from exc  # the question said that nothing is imported
+                options["last_wins"] = True
+            except UnknownLabelsError as exc:
+                if options["add_classes"] or not _add_classes(parent, exc, add_classes):
+                    raise Cancelled() from exc
+                options["add_classes"] = True
     parts = [f"Imported {Path(path).name}: {report.applied:,} labels changed, {report.unchanged:,} unchanged"]
+    if report.added_classes:
+        parts.append(f"new classes {', '.join(report.added_classes)}")
     if report.missing:
         parts.append(f"{len(report.missing):,} rows name images not in this folder")
     if report.problems:
@@ -76,3 +87,15 @@ def _last_row_wins(parent: QWidget | None, conflict: LabelConflictError) -> bool
         QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
     )
     return answer == QMessageBox.StandardButton.Yes
+
+
+def _add_classes(parent: QWidget | None, error: UnknownLabelsError, answer: bool | None) -> bool:
+    """Ask whether the file's unknown labels become new classes; No (the default) imports nothing."""
+    if answer is not None:
+        return answer
+    reply = QMessageBox.question(
+        parent, "Labels that are not classes",
+        f"{error}.\n\nAdd {', '.join(error.labels[:10])} as new classes and import the file?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+    )
+    return reply == QMessageBox.StandardButton.Yes

@@ -1,7 +1,8 @@
 """Model ▸ Predict…: which model predicts the open folder, with test-time augmentation or not,
-in batches suited to the device."""
+in batches suited to the device, through which inference backend and at which precision."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -10,6 +11,21 @@ from PySide6.QtWidgets import (
 )
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
+BACKEND_TEXT = {
+    "auto": "Auto (OpenVINO on the CPU when installed, torch on a GPU)",
+    "torch": "torch (CPU or GPU)",
+    "openvino": "OpenVINO (CPU)",
+    "onnxruntime": "ONNX Runtime (CPU, f32)",
+}
+PRECISION_TEXT = {"f32": "f32 (agrees with training)", "bf16": "bf16 (faster where the CPU has it)",
+                  "f16": "f16 (GPU, or a CPU that has it)"}
+_PACKAGE = {"openvino": "openvino", "onnxruntime": "onnxruntime"}
+
+
+def backend_installed(backend: str) -> bool:
+    """Whether a backend's package is there (found, not imported: the dialog opens at once)."""
+    package = _PACKAGE.get(backend)
+    return package is None or importlib.util.find_spec(package) is not None
 
 
 def default_batch_size(device: str) -> int:
@@ -20,7 +36,8 @@ def default_batch_size(device: str) -> int:
 
 
 class PredictDialog(QDialog):
-    def __init__(self, active_model: Path | None, active_name: str, parent: QWidget | None = None) -> None:
+    def __init__(self, active_model: Path | None, active_name: str, parent: QWidget | None = None, *,
+                 backend: str = "auto", precision: str = "f32") -> None:
         from engine.learn.device import device_choices
 
         super().__init__(parent)
@@ -48,6 +65,18 @@ class PredictDialog(QDialog):
         self.batch = QSpinBox(objectName="predictBatch", minimum=1, maximum=4096)
         self.batch.setValue(default_batch_size("auto"))
         self.device.currentIndexChanged.connect(lambda _i: self.batch.setValue(default_batch_size(self.device.currentData())))
+        self.backend = QComboBox(objectName="predictBackend")
+        for key, text in BACKEND_TEXT.items():
+            installed = backend_installed(key)
+            missing = ' (not installed: pip install "allblast[fast]")'
+            self.backend.addItem(text if installed else text + missing, key)
+            if not installed:  # shown, so the user learns it exists, but not choosable
+                self.backend.model().item(self.backend.count() - 1).setEnabled(False)
+        self.backend.setCurrentIndex(max(0, self.backend.findData(backend if backend_installed(backend) else "auto")))
+        self.precision = QComboBox(objectName="predictPrecision")
+        for key, text in PRECISION_TEXT.items():
+            self.precision.addItem(text, key)
+        self.precision.setCurrentIndex(max(0, self.precision.findData(precision)))
         note = QLabel("The model's class and probability appear on each tile as the cells are done; the results "
                       "are kept with the labels. A model file chosen here becomes the active model.")
         note.setWordWrap(True)
@@ -58,6 +87,8 @@ class PredictDialog(QDialog):
         form = QFormLayout()
         form.addRow("Device", self.device)
         form.addRow("Batch size", self.batch)
+        form.addRow("Backend", self.backend)
+        form.addRow("Precision", self.precision)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.start_button = buttons.addButton("Predict", QDialogButtonBox.ButtonRole.AcceptRole)
         buttons.accepted.connect(self.accept)
@@ -82,4 +113,5 @@ class PredictDialog(QDialog):
         return Path(text).expanduser() if text else None
 
     def options(self) -> dict:
-        return {"tta": self.tta.isChecked(), "batch_size": self.batch.value(), "device": self.device.currentData()}
+        return {"tta": self.tta.isChecked(), "batch_size": self.batch.value(), "device": self.device.currentData(),
+                "backend": self.backend.currentData(), "precision": self.precision.currentData()}

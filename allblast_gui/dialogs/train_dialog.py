@@ -18,6 +18,10 @@ from PySide6.QtWidgets import (
 )
 
 from engine.learn.config import TrainConfig
+from engine.learn.recipes import recipe_config
+
+RECIPES = (("allblast", "allblast (default; see README, Recipes)"),
+           ("paper", "paper (the published notebook exactly)"))
 from engine.learn.device import device_choices
 from engine.learn.preflight import Preflight, check_training
 from engine.learn.weights import LITE0, default_img_size, find_weights
@@ -68,6 +72,9 @@ class TrainDialog(QDialog):
         self.epochs = QSpinBox(objectName="trainEpochs", minimum=1, maximum=1000)
         self.batch_size = QSpinBox(objectName="trainBatchSize", minimum=2, maximum=4096)
         self.lr = QDoubleSpinBox(objectName="trainLr", decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
+        self.recipe = QComboBox(objectName="trainRecipe")
+        for key, text in RECIPES:
+            self.recipe.addItem(text, key)
         self.split = QComboBox(objectName="trainSplit")
         for key, text in SPLITS:
             self.split.addItem(text, key)
@@ -91,6 +98,7 @@ class TrainDialog(QDialog):
         form.addRow("ImageNet weights", weights)
         settings_box = QGroupBox("Training")
         form2 = QFormLayout(settings_box)
+        form2.addRow("Recipe", self.recipe)
         form2.addRow("Image size", self.img_size)
         form2.addRow("Epochs", self.epochs)
         form2.addRow("Batch size", self.batch_size)
@@ -186,6 +194,7 @@ class TrainDialog(QDialog):
         self.epochs.setValue(int(v.get("epochs", d.epochs)))
         self.batch_size.setValue(int(v.get("batch_size", d.batch_size)))
         self.lr.setValue(float(v.get("lr", d.lr)))
+        self._select(self.recipe, v.get("recipe", "allblast"))
         self._select(self.split, v.get("split", d.split))
         self.ask_every.setValue(int(v.get("ask_every", d.ask_every)))
         self._select(self.monitor, v.get("monitor", d.monitor))
@@ -206,7 +215,8 @@ class TrainDialog(QDialog):
     def config(self) -> TrainConfig:
         source = self._weights_group.checkedButton()
         weights_file = self.weights_file.text().strip() if source is self.weights_file_radio else ""
-        return TrainConfig(
+        return recipe_config(
+            self.recipe.currentData(),
             backbone=self.backbone.currentData(),
             weights=weights_file or None,
             pretrained=source is not self.weights_none,
@@ -220,7 +230,7 @@ class TrainDialog(QDialog):
         """What to remember (TrainConfig fields the dialog sets)."""
         c = self.config()
         keys = ("backbone", "weights", "pretrained", "img_size", "epochs", "batch_size", "lr", "ask_every",
-                "device", "seed", "split", "monitor")
+                "device", "seed", "split", "monitor", "recipe")
         return {k: getattr(c, k) for k in keys}
 
     # ---- reacting ---------------------------------------------------------------------------------
@@ -230,7 +240,7 @@ class TrainDialog(QDialog):
         for w in (self.epochs, self.batch_size, self.ask_every, self.seed):
             w.valueChanged.connect(self._timer.start)
         self.lr.valueChanged.connect(self._timer.start)
-        for combo in (self.split, self.monitor, self.device):
+        for combo in (self.recipe, self.split, self.monitor, self.device):
             combo.currentIndexChanged.connect(self._timer.start)
         self._weights_group.buttonToggled.connect(lambda *_: self._timer.start())
         self.weights_file.textChanged.connect(lambda *_: self._timer.start())

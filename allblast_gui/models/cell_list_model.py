@@ -84,7 +84,7 @@ class CellListModel(QAbstractListModel):
         self._set_prefix()
         self._rows = rows
         self._by_path = None
-        self._classes = list(classes)
+        self._classes = classes if hasattr(classes, "color_of") else list(classes)  # a ClassSet keeps its colours
         self._classes_version += 1
         self._tooltips.clear()
         self._refilter()
@@ -116,8 +116,16 @@ class CellListModel(QAbstractListModel):
     def all_rows(self) -> list[CellRow]:
         return self._rows
 
-    def classes(self) -> list[str]:
-        return list(self._classes)
+    def classes(self) -> Sequence[str]:
+        """The class set (names in order; a ClassSet also knows keys and colours). Do not modify."""
+        return self._classes
+
+    def set_classes(self, classes: Sequence[str]) -> None:
+        """A new class set (names, keys or colours edited): tiles are drawn again."""
+        self._classes = classes if hasattr(classes, "color_of") else list(classes)
+        self._classes_version += 1
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, 0))
 
     def visible_count(self) -> int:
         """Cells passing the filter, including those not fetched into the view yet."""

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 from engine.data.cells import UNSURE
 
 from ..models.cell_rows import CellRow
-from ..style import label_color, label_text
+from ..style import class_key, label_color, label_text
 
 KIND = Qt.ItemDataRole.UserRole  # ("all"|"class"|"patient"|"changed"|"disagree"|"problem", value)
 NO_PATIENT = "(no patient id)"
@@ -63,14 +63,17 @@ class DatasetTree(QTreeWidget):
                     problems: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> None:
         self.clear()
         self._items.clear()
-        self._classes = list(classes)
+        self._classes = classes
         root = self._add(None, ("all", None), name)
         root.setToolTip(0, "\n\n".join(["Show every cell", *notes]))
         classes_node = self._add(None, ("header", "classes"), "Classes")
-        for i, cls in enumerate(classes):
-            key = f"  [{i + 1}]" if i < 9 else ""
+        for cls in classes:
+            key = f"  [{k}]" if (k := class_key(classes, cls)) else ""
             item = self._add(classes_node, ("class", cls), f"{cls}{key}")
             item.setIcon(0, _swatch(label_color(cls, classes)))
+        if not classes:  # an unlabeled folder: where classes come from
+            hint = self._add(classes_node, ("hint", None), "none yet: Label ▸ Classes… (Ctrl+K)")
+            hint.setFlags(Qt.ItemFlag.NoItemFlags)
         for special in (UNSURE, None):
             item = self._add(classes_node, ("class", special), label_text(special))
             item.setIcon(0, _swatch(label_color(special, classes)))

@@ -32,10 +32,11 @@ Typical use on C-NMC 2019:
 
 # Engine errors that carry a message for the user (matched by name: importing their modules here
 # would load torch for every command).
-_USER_ERRORS = {"WeightsNotFoundError", "StoreError", "LabelFileError", "ImageReadError"}
+_USER_ERRORS = {"WeightsNotFoundError", "StoreError", "LabelFileError", "ImageReadError", "BackendError"}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .export import add_export_command
     from .labels import add_label_commands
     from .predict import add_predict_commands
     from .report import add_report_command
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_command(sub)
     add_train_command(sub)
     add_predict_commands(sub)
+    add_export_command(sub)
     add_label_commands(sub)
     add_report_command(sub)
     return parser

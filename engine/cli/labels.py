@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..utils.text import printable
 from .common import UserError, add_db_arg, add_scan_args, open_project
+from .label_classes import add_classes_command
 
 
 def add_label_commands(sub) -> None:
@@ -35,6 +36,9 @@ def add_label_commands(sub) -> None:
     s.add_argument("--annotator", metavar="NAME")
     s.add_argument("--last-wins", action="store_true",
                    help="when rows give one image different labels, keep the last row's (default: import nothing)")
+    s.add_argument("--add-classes", action="store_true",
+                   help="labels that are not classes of the data set become new classes (default: import nothing "
+                   "and name them)")
     add_scan_args(s)
     add_db_arg(s)
     s.set_defaults(func=cmd_import)
@@ -51,6 +55,7 @@ def add_label_commands(sub) -> None:
     add_scan_args(s)
     add_db_arg(s)
     s.set_defaults(func=cmd_export)
+    add_classes_command(lsub)
 
 
 def _annotator(args: argparse.Namespace) -> str:
@@ -143,12 +148,18 @@ def _below(root: Path, rel: str) -> list[Path]:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
+    from ..labels.store import normalise_label
+
     label = None if args.label.lower() in ("none", "") else args.label
     args.dir, rel = _where(args)
     project = open_project(args)
     try:
         if rel not in project.store.states():
             raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
+        if label is not None and project.classes.unknown([normalise_label(label)]):
+            why = project.classes.explain_unknown(label)
+            raise UserError(f"{why}{' ' if why.endswith('?') else '. '}Nothing was changed (add a class with "
+                            f"`allblast-engine labels classes {args.dir} --add NAME`)")
         action = project.store.set_label(rel, label, annotator=_annotator(args), source="cli")
         print(f"{printable(rel)}: {printable(label or 'unlabeled')}" + ("" if action is not None else " (unchanged)"))
     finally:
@@ -162,7 +173,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     project = open_project(args)
     try:
-        report = import_csv(project.store, args.csv, annotator=_annotator(args), last_wins=args.last_wins)
+        report = import_csv(project.store, args.csv, annotator=_annotator(args), last_wins=args.last_wins,
+                            add_classes=args.add_classes)
     except LabelConflictError as exc:
         raise UserError(f"{exc} (or rerun with --last-wins to keep the last row of each)") from exc
     finally:
@@ -170,6 +182,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     print(f"applied {report.applied}, unchanged {report.unchanged}, missing images {len(report.missing)}, "
           f"problems {len(report.problems)}" + (f", conflicts {len(report.conflicts)} (last row used)"
                                                 if report.conflicts else ""))
+    if report.added_classes:
+        print(f"new classes: {', '.join(printable(c) for c in report.added_classes)}")
     for path, reason in report.problems[:20]:
         print(f"  {printable(path)}: {printable(reason)}")
     return 0

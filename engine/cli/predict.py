@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from tqdm import tqdm
 
@@ -16,7 +17,8 @@ def add_predict_commands(sub) -> None:
                        "columns path,patient,predicted,p_<class>...,margin,entropy,duplicate_of (paths relative to DIR; "
                        "a file with the same content as another gets a copy of its row, duplicate_of naming it), "
                        "and beside it CSV.model.json: the model (name, sha256, backbone, classes, split "
-                       "protocol, whether that split was leaky, calibration temperature).")
+                       "protocol, whether that split was leaky, calibration temperature) and how it ran "
+                       "(backend, precision, device, tta).")
     p.add_argument("model", metavar="MODEL", help="model.pt from a run folder")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--out", required=True, metavar="CSV")
@@ -71,24 +73,43 @@ def _leaky_label(facts: dict) -> str:
             else f" (leaky: the {protocol} split shares patients between splits)")
 
 
+def _how(inference: dict) -> str:
+    """'openvino f32 on cpu': which backend and precision made the numbers."""
+    return f"{inference['backend']} {inference['precision']} on {inference['device']}"
+
+
 def _add_infer_args(p: argparse.ArgumentParser) -> None:
+    from ..learn.backends.base import BACKENDS, PRECISIONS
+
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="default: %(default)s")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--workers", type=int, default=0, metavar="N")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="what runs the network: auto (OpenVINO on the CPU when installed, torch on a CUDA GPU, "
+                   "else torch), torch, openvino, onnxruntime (the last two: pip install \"allblast[fast]\"; the "
+                   "model is exported and compiled once, cached beside the model file). Default: %(default)s")
+    p.add_argument("--precision", choices=PRECISIONS, default="f32",
+                   help="f32 (default; agrees with training), or bf16 / f16 where the CPU or GPU has them (faster, "
+                   "probabilities differ by about 0.01); stated in the output")
 
 
 def _run_predict(args: argparse.Namespace, *, copy_duplicates: bool = False):
     """Scan DIR and predict its cells. `copy_duplicates`: duplicate files get their original's row
     (`Predictions.with_duplicates`) instead of being skipped."""
-    from ..learn.device import resolve_device
+    from ..learn.backends.loader import open_predictor
     from ..learn.events import PredictProgress
     from ..learn.inference import predict_iter
-    from ..learn.model import load_model, temperature_of
+    from ..learn.model import temperature_of
 
-    device = resolve_device(args.device)
-    model, spec, extras = load_model(args.model, device)
+    predictor = open_predictor(args.model, backend=args.backend, device=args.device, precision=args.precision,
+                               data_root=args.dir)
+    if predictor.note:
+        print(f"info: {predictor.note}", file=sys.stderr)
+    spec, extras = predictor.spec, predictor.extras
+    args.inference = {"backend": predictor.backend.name, "precision": predictor.backend.precision,
+                      "device": str(predictor.backend.device)}
     data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
-    gen = predict_iter(model, spec, data.root, data.cells, device=device, batch_size=args.batch_size,
+    gen = predict_iter(predictor.backend, spec, data.root, data.cells, batch_size=args.batch_size,
                        tta=args.tta, workers=args.workers, temperature=temperature_of(extras))
     with tqdm(total=len(data.cells), unit="img", desc="predict", disable=args.quiet) as bar:
         while True:
@@ -121,11 +142,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _, spec, preds = _run_predict(args, copy_duplicates=True)
     preds.write_csv(args.out)
     facts = model_facts(args.model, spec, args.model_extras)
-    write_json(str(sidecar), {**facts, "tta": bool(args.tta)})
+    write_json(str(sidecar), {**facts, "tta": bool(args.tta), **args.inference})
     copies = sum(1 for of in preds.duplicate_of or [] if of)
     print(f"wrote {len(preds.paths)} predictions to {printable(args.out)}"
           + (f" ({copies} of them duplicate files with their original's prediction)" if copies else "")
-          + _leaky_label(facts))
+          + f" ({_how(args.inference)})" + _leaky_label(facts))
     print(f"wrote the model's description to {printable(str(sidecar))}")
     return 0
 
@@ -143,6 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report["skipped"]["problems"] = len(data.problems) + len(preds.problems)
     report["by_patient"] = data.by_patient
     report["tta"] = bool(args.tta)
+    report.update(args.inference)
     facts = model_facts(args.model, spec, args.model_extras)
     report["model"] = {k: facts[k] for k in ("name", "sha256", "backbone", "classes")}
     report["split_protocol"], report["leaky"] = facts["split_protocol"], facts["leaky"]
@@ -152,6 +174,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"n {report['n']}  accuracy {report['accuracy']:.4f}  weighted F1 {report['weighted_f1']:.4f}  "
           f"macro F1 {report['macro_f1']:.4f}  balanced accuracy {report['balanced_accuracy']:.4f}"
           + (f"  ROC AUC {report['roc_auc']:.4f}" if report.get("roc_auc") is not None else "")
-          + _leaky_label(facts))
+          + f"  ({_how(args.inference)})" + _leaky_label(facts))
     print(f"wrote {printable(args.json)}")
     return 0

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import subprocess
 import sys
 
 from tqdm import tqdm
@@ -9,6 +12,7 @@ from tqdm import tqdm
 from ..learn.events import (AskContinue, BatchProgress, Continue, EpochEnd, Halt, Message, TrainingFailed,
                             TrainingFinished, TrainingStarted)
 from ..utils.jobs import CancelToken
+from ..learn.recipes import RECIPES as RECIPE_CHOICES
 from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, summarise_scan, with_expert_labels
 
 SPLIT_HELP = ("patient: no patient in two splits (default, honest); image: the paper's random "
@@ -30,6 +34,11 @@ def add_train_command(sub) -> None:
     add_db_arg(p)
     p.add_argument("--val", metavar="DIR", help="separate validation folder (implies --split predefined)")
     p.add_argument("--val-labels", metavar="CSV", help="labels CSV for --val")
+    p.add_argument("--test", metavar="DIR", help="separate labelled test folder: the final test pass runs on it, "
+                   "and every other cell but the validation split trains (--test-fraction defaults to 0)")
+    p.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="allblast", help="paper: the paper's notebook "
+                   "exactly (Adamax 1e-3, flips, plateau halving); allblast (default): the recipe of measured "
+                   "improvements, today the paper's training + TTA on the test pass (README, Recipes)")
     p.add_argument("--split", choices=["patient", "image", "folds", "predefined"], default=None, help=SPLIT_HELP)
     p.add_argument("--backbone", default="efficientnet_b3", help="any timm model name (default: %(default)s)")
     p.add_argument("--weights", metavar="FILE", help="ImageNet weights file for the backbone "
@@ -38,7 +47,7 @@ def add_train_command(sub) -> None:
     p.add_argument("--img-size", type=int, metavar="N", help="input size (default: the backbone's pretrained size)")
     p.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs to train (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default: %(default)s")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adamax learning rate (default: %(default)s, the paper's)")
+    p.add_argument("--lr", type=float, default=None, help="Adamax learning rate (default: the recipe's, 1e-3)")
     p.add_argument("--ask-every", type=int, default=5, metavar="N", help="ask 'halt or continue?' every N "
                    "epochs on a terminal, like the paper's notebook; 0 never asks (default: %(default)s)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: %(default)s")
@@ -47,11 +56,16 @@ def add_train_command(sub) -> None:
     p.add_argument("--val-fraction", type=float, metavar="F", help="share of patients (or images) for "
                    "validation (default: 0.15 by patient, 0.05 by image)")
     p.add_argument("--test-fraction", type=float, metavar="F", help="share held out for a final test "
-                   "(default: as --val-fraction)")
+                   "(default: as --val-fraction; 0 with --test)")
     p.add_argument("--monitor", choices=["val_loss", "val_accuracy", "val_weighted_f1"], default="val_loss",
                    help="metric that picks the best checkpoint and drives LR halving (default: %(default)s)")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA (mixed precision is the default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--ddp", action="store_true", help="train with DistributedDataParallel, one process per GPU "
+                   "(runs this command under torchrun; see docs/scaling.md)")
+    p.add_argument("--nproc-per-node", type=int, metavar="N", help="with --ddp: processes to start (default: "
+                   "one per visible GPU)")
+    p.add_argument("--sync-bn", action="store_true", help="with DDP: BatchNorm statistics over all GPUs' batches")
     p.set_defaults(func=cmd_train)
 
 
@@ -72,22 +86,67 @@ def _ask(event: AskContinue) -> Continue | Halt:
         print("please type H or a positive number")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from ..learn.fit import TrainConfig, fit
+def launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """`train --ddp`: this same command under torchrun, one process per GPU (on this machine)."""
+    import torch
 
-    data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
-    print(summarise_scan(data))
-    val = scan_with_progress(args.val, args.val_labels, args.patient_regex, args.quiet) if args.val else None
+    n = args.nproc_per_node or torch.cuda.device_count()
+    if n < 1:
+        raise UserError("--ddp found no GPU: give --nproc-per-node N (on the CPU, N gloo processes)")
+    rest, skip = [], False
+    for a in argv:  # the command line without --ddp / --nproc-per-node
+        if skip:
+            skip = False
+        elif a == "--ddp" or a.startswith("--nproc-per-node="):
+            continue
+        elif a == "--nproc-per-node":
+            skip = True
+        else:
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+           "-m", "engine.cli", *rest]
+    tqdm.write(f"starting {n} training processes: {' '.join(cmd)}")
+    return subprocess.call(cmd)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..learn.distributed import is_main_process, launched_by_torchrun, shutdown
+    from ..learn.recipes import recipe_config
+
+    if args.ddp and not launched_by_torchrun():
+        return launch_torchrun(args, sys.argv[1:])
+    main = is_main_process()  # torchrun's other ranks train silently: rank 0 speaks for them
+    quiet = args.quiet or not main
+    if not main:  # their warnings are rank 0's too; a --log-file still gets everything
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.FileHandler):
+                handler.setLevel(logging.CRITICAL)
+    try:
+        return _train(args, recipe_config, main, quiet)
+    finally:
+        shutdown()
+
+
+def _train(args: argparse.Namespace, recipe_config, main: bool, quiet: bool) -> int:
+    from ..learn.fit import fit
+
+    data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, quiet), args)
+    if main:
+        print(summarise_scan(data))
+    val = scan_with_progress(args.val, args.val_labels, args.patient_regex, quiet) if args.val else None
     split = args.split or ("predefined" if args.val else "patient")
     if split == "predefined" and val is None:
         raise UserError("--split predefined needs --val DIR")
-    config = TrainConfig(backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
-                         img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         ask_every=args.ask_every, device=args.device, workers=args.workers, seed=args.seed,
-                         split=split, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                         monitor=args.monitor, amp=not args.no_amp)
-    if config.ask_every > 0 and not sys.stdin.isatty():
+    explicit = {"lr": args.lr} if args.lr is not None else {}
+    config = recipe_config(args.recipe, backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
+                           img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
+                           ask_every=args.ask_every, device=args.device, workers=args.workers, seed=args.seed,
+                           split=split, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                           monitor=args.monitor, amp=not args.no_amp, sync_bn=args.sync_bn,
+                           test_dir=os.path.abspath(args.test) if args.test else None, **explicit)
+    if config.ask_every > 0 and main and not sys.stdin.isatty():
         # Nobody can answer: --epochs is the end (a pipe or a scheduler must not train forever).
+        # Under torchrun rank 0's config (and so this) is what every rank uses.
         tqdm.write(f"not on a terminal: training {config.epochs} epochs without asking to continue")
         config.ask_every = 0
     token = CancelToken()
@@ -98,6 +157,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     while True:
         try:
             event = gen.send(decision)
+            if not main and not isinstance(event, TrainingFailed):
+                continue  # rank 0 reports (a failure is told by the rank it happened on)
         except StopIteration:
             break
         except KeyboardInterrupt:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from .augment import Augment
 from .imaging import ImageReadError, read_rgb
 
 _UPSCALE = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST,
@@ -100,7 +102,7 @@ class CellDataset(Dataset):
 
     def __init__(self, root, paths: Sequence[str], targets: Sequence[int] | None = None, *,
                  img_size: int, interpolation: str = "bicubic", augment: bool = False,
-                 cache: DecodedCache | None = None):
+                 cache: DecodedCache | None = None, extra: Augment | None = None):
         self.root = Path(root)
         self.paths = list(paths)
         self.targets = [-1] * len(self.paths) if targets is None else [int(t) for t in targets]
@@ -110,6 +112,8 @@ class CellDataset(Dataset):
             raise ValueError("the DecodedCache was made for a different set of images or size")
         self.img_size, self.interpolation = int(img_size), interpolation
         self.augment, self.cache = augment, cache
+        # stain / blur / crop on top of the dihedral views (the allblast recipe), training only
+        self.extra = extra if augment and extra is not None and extra.active else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -130,12 +134,15 @@ class CellDataset(Dataset):
 
     def __getitem__(self, index: int):
         """`index` names the cell (index % N) and, when augmenting, one of the 8 dihedral views
-        (index // N, 0 = as is). The view is chosen by `DihedralSampler` in the main process, so an
-        epoch's augmentation depends on the loader's seed only: not on the number of workers, nor on
-        how long they live (persistent workers), nor on where a resumed run starts."""
+        ((index // N) % 8, 0 = as is) and the seed of the `extra` augmentation (index // 8N). Both
+        are chosen by the sampler in the main process, so an epoch's augmentation depends on the
+        loader's seed only: not on the number of workers, nor on how long they live (persistent
+        workers), nor on where a resumed run starts."""
         n = len(self.paths)
-        i, view = index % n, index // n
+        i, view, aug_seed = index % n, (index // n) % 8, index // (8 * n)
         img = self.load(i)
+        if self.extra is not None:
+            img = self.extra(img, np.random.default_rng(aug_seed))
         if self.augment and view:
             img = dihedral(img, view)
         # HWC -> CHW always copies here, so a view into the shared cache never leaves this method.
@@ -143,19 +150,50 @@ class CellDataset(Dataset):
         return x, self.targets[i], i
 
 
-class DihedralSampler(Sampler[int]):
-    """A shuffled epoch with a random dihedral view per cell: yields `cell + N * view`."""
+AUG_SEEDS = 1 << 24  # extra-augmentation seeds drawn per item
 
-    def __init__(self, n: int, generator: torch.Generator) -> None:
-        self.n, self.generator = n, generator
+
+def _views(n: int, order: torch.Tensor, generator: torch.Generator, extra: bool) -> list[int]:
+    """Each index of `order` with a random dihedral view (and extra-augmentation seed) encoded."""
+    views = torch.randint(8, (len(order),), generator=generator)
+    items = order + n * views
+    if extra:  # drawn after the views, so the paper recipe's stream is what it always was
+        items = items + 8 * n * torch.randint(AUG_SEEDS, (len(order),), generator=generator)
+    return items.tolist()
+
+
+class DihedralSampler(Sampler[int]):
+    """A shuffled epoch with a random dihedral view per cell: yields `cell + N * view` (+ `8N *
+    seed` of the extra augmentation when `extra`)."""
+
+    def __init__(self, n: int, generator: torch.Generator, extra: bool = False) -> None:
+        self.n, self.generator, self.extra = n, generator, extra
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator)
-        views = torch.randint(8, (self.n,), generator=self.generator)
-        return iter((order + self.n * views).tolist())
+        return iter(_views(self.n, torch.randperm(self.n, generator=self.generator), self.generator, self.extra))
+
+
+class DistributedDihedralSampler(DistributedSampler):
+    """torch's DistributedSampler (this rank's shard of a seed+epoch shuffle; call `set_epoch`),
+    each index with its random view and extra seed, drawn from the same seed+epoch stream."""
+
+    def __init__(self, dataset, *, num_replicas: int, rank: int, seed: int, shuffle: bool = True,
+                 drop_last: bool = False, extra: bool = False) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self.augment = bool(getattr(dataset, "augment", False))
+        self.extra = extra
+
+    def __iter__(self):
+        shard = torch.tensor(list(super().__iter__()), dtype=torch.int64)
+        if not self.augment:
+            return iter(shard.tolist())
+        g = torch.Generator()
+        g.manual_seed(self.seed * 100_003 + self.epoch + 1)  # differs from the shuffle's stream
+        return iter(_views(len(self.dataset), shard, g, self.extra))
 
 
 def dihedral(img: np.ndarray, k: int) -> np.ndarray:
@@ -198,11 +236,17 @@ def worker_context():
     from ..utils.jobs import worker_start_method
 
     method = worker_start_method()
+    if method is None and any(sys.modules.get(m) is not None for m in _FORK_UNSAFE):
+        method = "forkserver"  # their native thread pools do not survive a fork of this process
     return multiprocessing.get_context(method) if method else None
 
 
+_FORK_UNSAFE = ("openvino", "onnxruntime")  # loaded in-process by a prediction backend
+
+
 def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, workers: int | None = None,
-                drop_last: bool = False, seed: int = 0) -> DataLoader:
+                drop_last: bool = False, seed: int = 0, sampler: Sampler | None = None) -> DataLoader:
+    """`sampler` (DDP: a DistributedDihedralSampler) replaces the shuffle and view sampler."""
     device = torch.device(device)
     workers = default_workers(device) if workers is None else int(workers)
     cuda = device.type == "cuda"
@@ -214,9 +258,11 @@ def make_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, device, wor
     context = worker_context() if workers > 0 else None
     gen = torch.Generator()
     gen.manual_seed(int(seed))
-    sampler = DihedralSampler(len(dataset), gen) if shuffle and getattr(dataset, "augment", False) else None
+    if sampler is None and shuffle and getattr(dataset, "augment", False):
+        sampler = DihedralSampler(len(dataset), gen, extra=getattr(dataset, "extra", None) is not None)
+    shuffle = shuffle and sampler is None
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=drop_last,
+        dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=drop_last,
         num_workers=workers, pin_memory=cuda, generator=gen,
         worker_init_fn=_seed_fresh_worker if context is not None and context.get_start_method() != "fork"
         else _seed_worker,

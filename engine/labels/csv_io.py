@@ -19,6 +19,7 @@ from ..data.labelfiles import (CNMC_CODES, CNMC_COLUMNS, Conflict, LabelConflict
 from ..utils.csvsafe import csv_text
 from ..utils.files import atomic_write_text
 from ..utils.logs import warn
+from .classes import ClassSetError, add_missing, check_name, class_set
 from .store import LabelStore, normalise_label
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,31 @@ class ImportReport:
     missing: list[str]  # rows naming images that are not in the data set
     problems: list[tuple[str, str]]  # (row path, reason) for rows that could not be used
     conflicts: list[Conflict] = field(default_factory=list)  # settled by the last row (`last_wins`)
+    added_classes: list[str] = field(default_factory=list)  # new classes the import brought (`add_classes`)
 
 
-def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool = False) -> ImportReport:
+class UnknownLabelsError(ClassSetError):
+    """The file uses labels that are not classes of the data set: nothing was imported."""
+
+    def __init__(self, path: Path, labels: list[str], classes):
+        self.labels = labels
+        named = []
+        for lb in labels[:10]:
+            matches = classes.close_matches(lb)
+            named.append(f"{lb!r}" + (f" (did you mean {' or '.join(matches)}?)" if matches else ""))
+        more = f" and {len(labels) - 10} more" if len(labels) > 10 else ""
+        super().__init__(f"{path.name} uses labels that are not classes of this data set: {', '.join(named)}{more}; "
+                         "nothing was imported. Add them as classes (--add-classes, or Label ▸ Classes… in the app) "
+                         "or correct the file")
+
+
+def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool = False,
+               add_classes: bool = False) -> ImportReport:
     """Apply a labels CSV to the present cells: ONE transaction, ONE undoable action.
+
+    Labels that are not in the data set's class set (`engine.labels.classes`) import nothing
+    (`UnknownLabelsError` names them and the close matches) unless `add_classes`: then they are
+    added to the set, in the same transaction.
 
     Raises `engine.labelfiles.LabelFileError` when the file is not a label CSV at all, and its
     `LabelConflictError` when rows give one cell different labels (unless `last_wins`: then the
@@ -45,6 +67,7 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool =
     """
     lf = read_label_file(Path(csv_path), store.data_root)
     report = ImportReport(0, 0, [], [])
+    known = class_set(store)  # the classes the cells carry join the set first
     with store.transaction() as conn:  # raising inside rolls everything back
         present = {r[0] for r in conn.execute("SELECT path FROM cells WHERE present = 1")}
         by_name: dict[str, str | None] = {}
@@ -67,6 +90,15 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool =
         if report.conflicts and not last_wins:
             raise LabelConflictError(lf.path, report.conflicts)
         updates = {rel: label for rel, _, label in resolved}  # in file order: the last row wins
+        unknown = known.unknown(updates.values())
+        # A C-NMC file's labels are its format's own classes (1 = all, 0 = hem), never a typo.
+        if unknown and not add_classes and not (lf.kind == "cnmc" and set(unknown) <= set(CNMC_CODES)):
+            raise UnknownLabelsError(lf.path, unknown, known)
+        if unknown:
+            for lb in unknown:
+                check_name(lb)  # a label that cannot be a class name (reserved, control characters)
+            add_missing(conn, unknown, annotator=annotator, why="import")
+            report.added_classes = unknown
         _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import")
         report.applied = len(changed)
         report.unchanged = len(updates) - len(changed)

@@ -5,7 +5,9 @@
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
+import logging
 import os
 import sqlite3
 import tempfile
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import platformdirs
 
-SCHEMA_VERSION = 2
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 3
 DB_NAME = "project.sqlite"
 BESIDE_DIR = ".allblast"  # hidden: the scan never enters it
 
@@ -95,8 +98,38 @@ CREATE TABLE predictions(
 """
 
 
+# Version 3: the data set's class set (engine.labels.classes) and the history of its edits.
+_SCHEMA_V3 = """
+CREATE TABLE classes(
+    name TEXT PRIMARY KEY,
+    key INTEGER UNIQUE,             -- number key 1-9; NULL: none (more than nine classes)
+    color TEXT NOT NULL,            -- #RRGGBB
+    ord INTEGER NOT NULL,           -- display order
+    positive INTEGER NOT NULL DEFAULT 0  -- 1: the class reports count as suspicious (blasts)
+);
+CREATE TABLE class_changes(         -- append-only: add, rename, colour, key, order, positive, delete, undo/redo
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    action_id INTEGER REFERENCES actions(id),  -- rename / delete: the undoable action that relabelled cells
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,             -- the class, as named before the change
+    old TEXT,                       -- JSON of the class before (NULL: added)
+    new TEXT,                       -- JSON of the class after (NULL: deleted)
+    annotator TEXT NOT NULL,
+    changed_at TEXT NOT NULL
+);
+"""
+
+
 class StoreError(RuntimeError):
     """The label database cannot be used; the message says why and what to do."""
+
+
+def default_annotator() -> str:
+    try:
+        return getpass.getuser() or "unknown"
+    except Exception:  # no user name in the environment (containers, some Windows services)
+        log.debug("no user name from the environment", exc_info=True)
+        return "unknown"
 
 
 def now_utc() -> str:
@@ -393,6 +426,9 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
             version = 1
         if version < 2:  # migrations run in order, inside this one transaction
             for statement in _statements(_SCHEMA_V2):
+                conn.execute(statement)
+        if version < 3:
+            for statement in _statements(_SCHEMA_V3):
                 conn.execute(statement)
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

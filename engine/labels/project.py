@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..data.cells import FileCheck, ScanResult
 from ..data.scan import scan
+from .classes import ClassSet, class_set
 from .db import BESIDE_DIR, DB_NAME, find_db, user_db_path
 from .store import LabelStore, StoreError
 
@@ -32,6 +33,7 @@ class Project:
     changed: list[str] = field(default_factory=list)  # same path, different content
     first_open: bool = False  # no index existed: every file counts as added
     labels_file: Path | None = None  # the labels CSV used for original labels, if any
+    classes: ClassSet = field(default_factory=ClassSet)  # the class set (folder's classes added)
 
     def close(self) -> None:
         self.store.close()
@@ -101,6 +103,7 @@ def open_dataset(
         if not store.read_only:  # a read-only store is shown as it is; the scan fills in what it lacks
             save_checks(store, known, result.checks)
             store.sync_cells(result.cells)
+        classes = class_set(store, result.classes)  # the folder's own classes join the set (stable keys)
     except BaseException:  # cancelled or failed: a first open leaves no half index behind
         store.discard_pending()
         raise
@@ -113,7 +116,7 @@ def open_dataset(
              store.data_root, time.perf_counter() - started, len(result.cells), len(result.problems),
              len(added), len(removed), len(changed), store.db_path)
     return Project(store.data_root, result, store, added, removed, changed, first_open=not known,
-                   labels_file=labels_file)
+                   labels_file=labels_file, classes=classes)
 
 
 def apply_expert_labels(result: ScanResult, states) -> tuple[ScanResult, int]:

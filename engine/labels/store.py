@@ -18,7 +18,6 @@ beside the images when a label is first written (`home`).
 """
 from __future__ import annotations
 
-import getpass
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -28,14 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data.cells import UNSURE
-from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, locate_db, now_utc,
+from .classes import CLASS_EDIT, revert_class_edit
+from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, default_annotator,
+                 locate_db, now_utc,
                  pending_db_path, promote_copy, remove_db_files, seed_copy)
 
 if TYPE_CHECKING:
     from ..data.cells import Cell
 
 log = logging.getLogger(__name__)
-SOURCES = ("keyboard", "batch", "csv-import", "undo", "redo", "cli")
+SOURCES = ("keyboard", "batch", "csv-import", "undo", "redo", "cli", CLASS_EDIT)
 ACCEPTED_PREDICTION = "accepted prediction"  # + " (model <short sha256>)": an expert took the model's class
 
 __all__ = [
@@ -67,14 +68,6 @@ class Change:
     annotator: str
     changed_at: str
     source: str  # keyboard | batch | csv-import | undo | redo | cli
-
-
-def default_annotator() -> str:
-    try:
-        return getpass.getuser() or "unknown"
-    except Exception:  # no user name in the environment (containers, some Windows services)
-        log.debug("no user name from the environment", exc_info=True)
-        return "unknown"
 
 
 _STATE_SQL = (
@@ -128,6 +121,7 @@ class LabelStore(Database):
         self.home = home
         self.created = created  # this open made the database file (nothing was there)
         self._promote_after = False
+        self.last_class_edit: str | None = None  # set by undo / redo of a class rename or delete
 
     @property
     def pending(self) -> bool:
@@ -324,10 +318,11 @@ class LabelStore(Database):
                               source=source)
 
     def apply(self, conn: sqlite3.Connection, updates: dict[str, str | None], *, annotator: str,
-              source: str) -> tuple[int | None, list[str]]:
+              source: str, always: bool = False) -> tuple[int | None, list[str]]:
         """Inside `transaction()`: write `updates` as one action. Returns (action id, changed paths).
 
-        Unknown paths raise KeyError (the transaction is rolled back).
+        Unknown paths raise KeyError (the transaction is rolled back). `always`: the action is
+        recorded even when no label changes (a class rename of an unused class is still undoable).
         """
         if source not in SOURCES and not source.startswith(ACCEPTED_PREDICTION):
             raise ValueError(f"unknown change source {source!r}; expected one of {', '.join(SOURCES)}")
@@ -338,7 +333,7 @@ class LabelStore(Database):
             more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
             raise KeyError(f"not a cell of this data set: {unknown[0]}{more}")
         todo = [(p, new) for p, new in updates.items() if _state(rows[p]).current != new]
-        if not todo:
+        if not todo and not always:
             return None, []
         if self.home is not None:  # (set under the lock `transaction` holds)
             self._promote_after = True  # the first label: the database goes beside the images
@@ -366,7 +361,8 @@ class LabelStore(Database):
         return bool(self.query("SELECT 1 FROM actions WHERE state = 'undone' LIMIT 1"))
 
     def undo(self, *, annotator: str | None = None) -> list[str]:
-        """Revert the latest action (from any window or process); returns the paths it changed."""
+        """Revert the latest action (from any window or process); returns the paths it changed.
+        When the action renamed or deleted a class, `last_class_edit` describes it (else None)."""
         return self._step("undo", annotator)
 
     def redo(self, *, annotator: str | None = None) -> list[str]:
@@ -380,6 +376,7 @@ class LabelStore(Database):
             else:  # undone actions are always the newest: redo the oldest of them
                 sql = "SELECT id FROM actions WHERE state = 'undone' ORDER BY id LIMIT 1"
             row = conn.execute(sql).fetchone()
+            self.last_class_edit = None
             if row is None:
                 return []
             aid = row[0]
@@ -406,6 +403,7 @@ class LabelStore(Database):
                     target = before[1]  # back to the original label
                 conn.execute(_INSERT_CHANGE, (aid, path, was, target, who, now, kind,
                                               int(bool(before[2])), before[4], before[5]))
+            self.last_class_edit = revert_class_edit(conn, aid, kind, who, now)
             state = "undone" if kind == "undo" else "done"
             conn.execute("UPDATE actions SET state = ? WHERE id = ?", (state, aid))
             return list(dict.fromkeys(f[0] for f in forward))

@@ -6,10 +6,15 @@ events, the run folder, inference and metrics (needs torch and timm).
     weights    ImageNet weights: a file, timm's cache, the bundled Lite0 file
     model      CellClassifier (backbone + the paper's head), ModelSpec, model.pt format
     config     TrainConfig (a run's config.json)
+    recipes    the paper and allblast recipes; their optimizer, LR schedule and EMA
+    distributed torchrun's process group and DistributedDataParallel
     loops      train_one_epoch, validate, the LR plateau schedule
     runs       RunDir (the run folder), resume state, the model card
     session    TrainingSession: one run's state, epoch loop and test pass
+    start / evaluation  what a run starts from (rank 0's); calibration, test pass, model card
     fit        fit(): the run as a generator; every failure becomes one TrainingFailed
     inference  batched prediction with TTA; Predictions and their CSV
+    backends   the network through torch, OpenVINO or ONNX Runtime; ONNX export; the compiled-model cache
+    warmup     each batch shape once before the first epoch (GPU kernel selection), model restored
     metrics    scikit-learn metrics, per-patient rows, scoring predictions against labels
 """

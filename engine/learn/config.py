@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields
 
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_weighted_f1": "max",
             "train_loss": "min", "train_accuracy": "max"}
+SCHEDULES = ("plateau", "cosine")
 
 
 @dataclass
@@ -31,6 +32,21 @@ class TrainConfig:
     cache: bool = True
     cache_max_bytes: int | None = None  # None = data.DecodedCache's default budget
     class_weights: bool = True
+    # The recipe (engine.learn.recipes). Every default below is the paper's, so a config.json
+    # written before recipes existed resumes exactly as it was trained.
+    recipe: str = "paper"
+    schedule: str = "plateau"  # plateau: halve on a stall (paper); cosine: warm-up then cosine per step
+    warmup_epochs: float = 0.0
+    min_lr: float = 1e-6  # the cosine's floor
+    backbone_lr_scale: float = 1.0  # backbone LR = lr * this; the new head learns at lr
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # 0 = no EMA; else timm ModelEmaV3's decay (validated, saved as model.pt)
+    color_jitter: float = 0.0  # strength of the hue/saturation/brightness jitter (0 = off)
+    blur_p: float = 0.0  # chance of a small Gaussian blur
+    crop_scale: float = 1.0  # smallest area of a random-resized crop that keeps the cell (1 = no crop)
+    tta_eval: bool = False  # the final test pass averages 4 dihedral views
+    test_dir: str | None = None  # a separate labelled test folder (its cells are the test split)
+    sync_bn: bool = False  # DDP only: BatchNorm statistics over all ranks' batches
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,6 +62,13 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if not (0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1 and 0 < self.crop_scale <= 1
+                and 0 <= self.blur_p <= 1 and self.color_jitter >= 0 and self.warmup_epochs >= 0
+                and 0 < self.backbone_lr_scale <= 1):
+            raise ValueError("label_smoothing and ema_decay in [0, 1), crop_scale in (0, 1], blur_p in [0, 1], "
+                             "backbone_lr_scale in (0, 1], color_jitter and warmup_epochs >= 0")
         if not (self.lr > 0 and 0 < self.lr_factor <= 1 and self.patience >= 1 and self.max_stalls >= 1):
             raise ValueError("lr must be > 0, lr_factor in (0, 1], patience and max_stalls >= 1")
 

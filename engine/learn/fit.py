@@ -18,7 +18,8 @@ from .config import TrainConfig
 from .device import is_oom, oom_message
 from .events import TrainingFailed, TrainingFinished, TrainingStarted
 from .loops import NonFiniteLoss
-from .runs import RunDir, process_marker
+from .distributed import is_main_process
+from .runs import ReplicaRunDir, RunDir, process_marker
 from .session import TrainingSession
 from .weights import WeightsNotFoundError
 
@@ -30,7 +31,8 @@ __all__ = ["fit", "TrainConfig"]
 def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToken | None = None,
         resume: bool = False) -> Generator[object, object, None]:
     """Train into the run folder `out_dir`, yielding events (see the module docstring)."""
-    run = RunDir(out_dir)
+    main = is_main_process()  # torchrun's other ranks train alongside, and write nothing
+    run = RunDir(out_dir) if main else ReplicaRunDir(out_dir)
     cancel = cancel or CancelToken()
     session: TrainingSession | None = None
     test_metrics = None
@@ -42,10 +44,13 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
                               len(session.parts["test"]), session.split.protocol, session.start_epoch,
                               session.config.epochs, session.weights.get("source", "none"))
         reason = yield from session.loop(cancel)
-        if reason != "cancelled":
+        session.check_replicas()
+        if reason != "cancelled" and main:  # rank 0 alone calibrates and tests the best model
             yield from session.calibrate(cancel)
             if session.parts["test"] and run.model_path.is_file():
                 test_metrics = yield from session.test(cancel)
+        if session.dist is not None:
+            session.dist.barrier()  # the others wait for rank 0's test pass, then all end together
     except (Cancelled, KeyboardInterrupt):
         if session is None:
             raise

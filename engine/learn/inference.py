@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import Generator, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,8 @@ from ..data.imaging import ImageReadError
 from ..utils.csvsafe import write_csv
 from ..utils.jobs import CancelToken, drain
 from ..utils.natsort import natural_key
+from .backends.base import Backend
+from .backends.torch_backend import TorchBackend
 from .events import PredictedBatch, PredictProgress
 from .uncertainty import summarise
 
@@ -110,41 +111,40 @@ def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def predict_iter(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Backend,
     spec,
     root,
     cells: Sequence[Cell | str],
     *,
-    device,
+    device=None,
     batch_size: int = 64,
     tta: bool = False,
     workers: int = 0,
     cancel: CancelToken | None = None,
     temperature: float = 1.0,
+    precision: str = "f32",
 ) -> Generator[PredictProgress | PredictedBatch, None, Predictions]:
     """Yields each batch's results (PredictedBatch) and PredictProgress; returns Predictions
     (StopIteration.value).
 
-    `cells` may be Cell records or relative paths. `temperature` (the model's calibration) divides
-    the logits before the softmax. Raises Cancelled when `cancel` fires.
+    `model` is a torch module (run on `device` in `precision`) or an inference Backend
+    (`engine.learn.backends`, which knows its own device and precision). `cells` may be Cell records
+    or relative paths. `temperature` (the model's calibration) divides the logits before the
+    softmax. Raises Cancelled when `cancel` fires.
     """
-    device = torch.device(device)
+    backend = model if isinstance(model, Backend) else TorchBackend(model, device or "cpu", precision)
+    device = backend.device
     paths = [c.path if isinstance(c, Cell) else str(c) for c in cells]
     patients = [c.patient if isinstance(c, Cell) else None for c in cells]
     ds = _PredictDataset(root, paths, img_size=spec.img_size, interpolation=spec.interpolation)
     loader = make_loader(ds, batch_size=batch_size, shuffle=False, device=device, workers=workers)
-    was_training = model.training
-    model.eval()
-    cuda = device.type == "cuda"
-    model.to(device=device, memory_format=torch.channels_last)
-    amp = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
 
     probs = np.zeros((len(paths), len(spec.classes)), np.float32)
     ok = np.zeros(len(paths), bool)
     problems: list[Problem] = []
     total, done, start = len(paths), 0, time.perf_counter()
     yield PredictProgress(0, total, None)
-    try:
+    with backend.running():
         for xb, idx, reasons in loader:
             if cancel is not None:
                 cancel.raise_if_cancelled()
@@ -153,13 +153,12 @@ def predict_iter(
                 if r:
                     problems.append(Problem(paths[i], r))
             if good.any():
-                x = to_model_input(xb[good], spec, device, channels_last=True)
+                x = to_model_input(xb[good], spec, device, channels_last=backend.channels_last)
                 views = tta_views(x) if tta else [x]
-                # inference mode only around the forward: it is thread-local, and must not stay on
-                # in the driver's thread while this generator waits at a yield.
-                with torch.inference_mode(), amp:  # one forward over all views: bigger batches use the cores better
-                    logits = model(torch.cat(views).contiguous(memory_format=torch.channels_last))
-                    scaled = logits.float() / float(temperature)
+                # one forward over all views: bigger batches use the cores better
+                logits = backend.logits(torch.cat(views))
+                with torch.no_grad():
+                    scaled = logits / float(temperature)
                     p = scaled.softmax(1).view(len(views), -1, logits.shape[1]).mean(0).cpu().numpy()
                 sel = idx[good].numpy()
                 probs[sel], ok[sel] = p, True
@@ -167,11 +166,9 @@ def predict_iter(
             done += len(idx)
             elapsed = time.perf_counter() - start
             yield PredictProgress(done, total, done / elapsed if elapsed > 0 else None)
-    finally:
-        model.train(was_training)
     keep = np.flatnonzero(ok)
     log.info("predicted %d cells in %.1f s (%d unreadable, tta %s, %s)", len(keep), time.perf_counter() - start,
-             len(problems), tta, device)
+             len(problems), tta, backend.describe())
     return Predictions([paths[i] for i in keep], [patients[i] for i in keep], tuple(spec.classes),
                        probs[keep], problems)
 

@@ -80,10 +80,15 @@ def device_batches(loader, spec, device, channels_last: bool, cancel: CancelToke
 
 def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: int = 1,
                     autocast_dtype=None, scaler=None, channels_last: bool = False,
-                    cancel: CancelToken | None = None) -> Generator[BatchProgress, None, dict]:
+                    cancel: CancelToken | None = None, scheduler=None, first_update: int = 0,
+                    ema=None, reduce=None) -> Generator[BatchProgress, None, dict]:
     """One pass over `loader`; yields throttled BatchProgress, returns {loss, accuracy, images,
     seconds, images_per_s}. Loss/accuracy accumulate on the device and are read only when
-    reported, so the GPU is not synchronised every batch."""
+    reported, so the GPU is not synchronised every batch.
+
+    `scheduler` (timm's, stepped per update like timm's train.py: `first_update` is the number of
+    updates before this epoch) and `ema` (timm's ModelEmaV3) are optional. `reduce` (DDP) sums a
+    tensor over the ranks: the returned loss and accuracy are then those of all ranks' images."""
     model.train()
     n_batches = len(loader)
     loss_sum = torch.zeros((), device=device)
@@ -101,6 +106,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: i
         else:
             loss.backward()
             optimizer.step()
+        if ema is not None:
+            ema.update(getattr(model, "module", model), step=first_update + i)  # DDP: the inner model
+        if scheduler is not None:
+            scheduler.step_update(num_updates=first_update + i)
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
         seen += y.shape[0]
@@ -111,20 +120,27 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: i
             if not math.isfinite(mean_loss):
                 raise NonFiniteLoss("training", epoch, i)
             yield BatchProgress("train", epoch, i, n_batches, mean_loss, correct.item() / seen,
-                                optimizer.param_groups[0]["lr"], seen / max(now - t0, 1e-9))
+                                optimizer.param_groups[-1]["lr"], seen / max(now - t0, 1e-9))
     seconds = time.perf_counter() - t0
+    if reduce is not None:
+        totals = reduce(torch.stack([loss_sum.float(), correct.float(),
+                                     torch.tensor(float(seen), device=device)]))
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2].item())
     mean_loss = loss_sum.item() / max(seen, 1)
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss("training", epoch, n_batches)
-    return {"loss": mean_loss, "accuracy": correct.item() / max(seen, 1), "images": seen,
+    return {"loss": mean_loss, "accuracy": float(correct.item()) / max(seen, 1), "images": seen,
             "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
 
 
 def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val", autocast_dtype=None,
              channels_last: bool = False, cancel: CancelToken | None = None,
-             outputs: bool = False) -> Generator[BatchProgress, None, dict]:
+             outputs: bool = False, tta: bool = False, gather=None) -> Generator[BatchProgress, None, dict]:
     """Evaluate without gradients; returns {loss (unweighted CE), accuracy, weighted_f1, macro_f1,
-    balanced_accuracy, n} (+ "y_true", "y_pred", "probs", "logits" arrays when `outputs`)."""
+    balanced_accuracy, n} (+ "y_true", "y_pred", "probs", "logits" arrays when `outputs`).
+
+    `tta` averages the probabilities of inference's 4 dihedral views (the logits returned are their
+    log). `gather` (DDP) concatenates a tensor over the ranks, which each validated a shard."""
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     model.eval()
@@ -135,7 +151,14 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
         # inference mode is thread-local: it must not stay on while this generator is suspended
         # at a yield, or the driver's thread (and whatever it runs next) inherits it.
         with torch.inference_mode(), autocast(device, autocast_dtype):
-            logits = model(x).float()
+            if tta:
+                from .inference import tta_views  # the views inference uses, so test and predict agree
+
+                views = tta_views(x)
+                p = model(torch.cat(views)).float().softmax(1).view(len(views), *y.shape, -1).mean(0)
+                logits = p.clamp_min(1e-12).log()
+            else:
+                logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             ys.append(y.cpu())
             logit_batches.append(logits.cpu())
@@ -144,7 +167,12 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
             last_report = now
             yield BatchProgress(phase, epoch, i, n_batches,
                                 images_per_s=sum(len(t) for t in ys) / max(now - t0, 1e-9))
-    if not ys:
+    if gather is not None:  # every rank takes part, even one with an empty shard
+        n_classes = len(spec.classes)
+        ys = [gather(torch.cat(ys) if ys else torch.zeros(0, dtype=torch.int64))]
+        logit_batches = [gather(torch.cat(logit_batches) if logit_batches else torch.zeros(0, n_classes))]
+        loss_sum = float(gather(torch.tensor([loss_sum], dtype=torch.float64)).sum())
+    if not ys or not len(ys[0]):
         return {"n": 0}
     y_true = torch.cat(ys).numpy()
     all_logits = torch.cat(logit_batches)

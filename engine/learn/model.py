@@ -9,14 +9,19 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
 import torch
 from torch import nn
 
 from ..utils.files import atomic_torch_save
 from .device import resolve_device
-from .weights import LITE0_PACKAGE, WeightsInfo, load_backbone_file, load_pretrained
+
+if TYPE_CHECKING:
+    from .weights import WeightsInfo
+
+# timm (and the torchvision it loads) is imported where a network is built, not at import time:
+# reading a model file's description, or predicting through OpenVINO, must not pay for it.
 
 FORMAT = "allblast.model/1"
 
@@ -76,6 +81,8 @@ class ModelSpec:
 
 class CellClassifier(nn.Module):
     def __init__(self, backbone: str, n_classes: int, *, hidden: int = 256, dropout: float = 0.45):
+        import timm
+
         super().__init__()
         # num_classes=0 + global_pool='' leaves the backbone returning its last feature map.
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="")
@@ -102,6 +109,10 @@ def build_model(
     weights: str | os.PathLike | None = None,
     img_size: int | None = None,
 ) -> tuple[CellClassifier, ModelSpec, WeightsInfo]:
+    import timm
+
+    from .weights import LITE0_PACKAGE, WeightsInfo, load_backbone_file, load_pretrained
+
     classes = tuple(classes)
     if len(classes) < 2:
         raise ValueError(f"need at least two classes, got {list(classes)}")
@@ -152,7 +163,9 @@ def _not_loadable(path: Path, exc: Exception) -> str:
     return f"{path} is not an allblast model file (not a PyTorch checkpoint); {choose}"
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
+def read_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, dict, dict]:
+    """A model file's checked description, weights (state dict) and extras, without building the
+    network (no timm). Raises ValueError with one line for a file that is no allblast model."""
     # weights_only: a model file from someone else must not be able to run code on load.
     try:
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
@@ -166,13 +179,18 @@ def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, M
         spec = ModelSpec.from_dict(ckpt.get("spec") or {})
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}; it cannot be used: choose another model file") from exc
+    extras = {k: v for k, v in ckpt.items() if k not in ("format", "spec", "state_dict")}
+    return spec, ckpt.get("state_dict") or {}, extras
+
+
+def load_model(path: str | os.PathLike, device="cpu") -> tuple[CellClassifier, ModelSpec, dict]:
+    spec, state_dict, extras = read_checkpoint(path)
     # The architecture comes from the spec alone; the state dict replaces every weight.
     model = CellClassifier(spec.backbone, len(spec.classes), hidden=spec.hidden, dropout=spec.dropout)
     try:
-        model.load_state_dict(ckpt.get("state_dict") or {}, strict=True)
+        model.load_state_dict(state_dict, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise ValueError(f"{path}: its weights do not match its description (damaged or edited); it cannot "
                          "be used: choose another model file") from exc
     model.to(resolve_device(device) if isinstance(device, str) else device).eval()
-    extras = {k: v for k, v in ckpt.items() if k not in ("format", "spec", "state_dict")}
     return model, spec, extras

@@ -168,6 +168,19 @@ class RunDir:
         log.info("wrote %s (best so far, epoch %s)", self.model_path, extra.get("epoch"))
 
 
+class ReplicaRunDir(RunDir):
+    """A DDP rank other than 0: the same folder, but it never writes (rank 0 writes the run)."""
+
+    def create(self) -> "RunDir":
+        return self
+
+    def _skip(self, *args, **kwargs) -> None:
+        return None
+
+    clean_temporaries = write_config = write_split = write_model_card = mark_failed = _skip
+    append_metrics = truncate_metrics = save_last = save_best = _skip
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -224,7 +237,9 @@ def versions() -> dict[str, str]:
     from .. import __version__ as allblast
 
     return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "allblast": allblast, "platform": sys.platform}
+            "allblast": allblast, "platform": sys.platform,
+            # an installer bundle (PyInstaller) or a Python environment: provenance of the run
+            "build": "installer" if getattr(sys, "frozen", False) else "python"}
 
 
 def split_counts(paths: list[str], cells_by_path: dict[str, Any]) -> dict[str, Any]:

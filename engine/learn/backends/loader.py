@@ -1,0 +1,97 @@
+"""Choosing and opening an inference backend for a model file.
+
+`auto` is OpenVINO on the CPU when it is installed (with one info line when it is not), and torch
+on a CUDA GPU. OpenVINO and ONNX Runtime read the model's ONNX export from its cache entry (made on
+first use), so only torch needs timm to build the network.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ...utils.files import sha256_file
+from .base import BACKENDS, INSTALL_FAST, Backend, BackendError
+from .cache import cache_entry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Predictor:
+    backend: Backend
+    spec: object  # engine.learn.model.ModelSpec
+    extras: dict  # what the model file says of itself (calibration, split protocol)
+    sha256: str
+    note: str | None = None  # one line for the user: why the chosen backend is not the one asked for
+
+
+def choose_backend(backend: str, device: str = "auto") -> tuple[str, torch.device, str | None]:
+    """(backend name, device, note) for the user's --backend and --device."""
+    from ..device import resolve_device
+
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend in ("openvino", "onnxruntime"):
+        if str(device).startswith("cuda"):
+            raise BackendError(f"--backend {backend} runs on the CPU; use --device cpu or auto, or --backend torch "
+                               "for the GPU")
+        return backend, torch.device("cpu"), None
+    dev = resolve_device(device)
+    if backend == "torch" or dev.type != "cpu":
+        return "torch", dev, None
+    from .openvino_backend import import_openvino
+
+    try:
+        import_openvino()
+    except BackendError:
+        return "torch", dev, f"OpenVINO is not installed, so torch predicts ({INSTALL_FAST} for faster CPU predictions)"
+    return "openvino", dev, None
+
+
+def onnx_model(model_path: str | os.PathLike, sha256: str, entry: Path) -> Path:
+    """The model's ONNX export in its cache entry, exported now if it is not there yet."""
+    from ..model import load_model, temperature_of
+    from .onnx_export import export_onnx
+
+    path = entry / "model.onnx"
+    if not path.is_file():
+        log.info("exporting %s to ONNX (once per model version)", model_path)
+        model, spec, extras = load_model(model_path, "cpu")
+        export_onnx(model, spec, path, temperature=temperature_of(extras), sha256=sha256)
+    return path
+
+
+def open_predictor(model_path: str | os.PathLike, *, backend: str = "auto", device: str = "auto",
+                   precision: str = "f32", data_root: str | os.PathLike | None = None) -> Predictor:
+    """Load `model_path` for prediction with the chosen backend. Raises BackendError / ValueError
+    with one line for the user."""
+    from ..model import load_model, read_checkpoint
+
+    name, dev, note = choose_backend(backend, device)
+    if note:
+        log.info("%s", note)
+    if name == "torch":
+        from .torch_backend import TorchBackend
+
+        model, spec, extras = load_model(model_path, dev)
+        return Predictor(TorchBackend(model, dev, precision), spec, extras, sha256_file(model_path), note)
+    spec, _, extras = read_checkpoint(model_path)  # checked before anything is written for it
+    sha = sha256_file(model_path)
+    entry = cache_entry(model_path, sha, data_root=data_root)
+    onnx_path = onnx_model(model_path, sha, entry)
+    if name == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        runner: Backend = OpenVinoBackend(onnx_path, precision, entry)
+    else:
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        runner = OnnxRuntimeBackend(onnx_path, precision)
+    return Predictor(runner, spec, extras, sha, note)
+
+
+__all__ = ["Predictor", "choose_backend", "open_predictor", "onnx_model"]

@@ -1,0 +1,40 @@
+"""The network in ONNX Runtime on the CPU (f32 only: its CPU kernels have no faster precision).
+Building a session from the cached ONNX export takes a fraction of a second, so there is nothing
+further to cache."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from .base import INSTALL_FAST, Backend, BackendError
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path: str | os.PathLike, precision: str) -> None:
+        super().__init__(precision, torch.device("cpu"))
+        if precision != "f32":
+            raise BackendError(f"ONNX Runtime predicts in f32 only; use --precision f32, or --backend openvino "
+                               f"for {precision}")
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendError(f"ONNX Runtime is not installed: {INSTALL_FAST}, or use --backend torch") from exc
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # its warnings are about graph details, not for the user
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        log.info("ONNX Runtime %s session ready", ort.__version__)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy())})
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+
+__all__ = ["OnnxRuntimeBackend"]

@@ -1,0 +1,219 @@
+"""Inference backends: OpenVINO and ONNX Runtime agree with torch on real cells, the compiled model
+is cached beside the run and invalidated with the model, `auto` falls back to torch with one line,
+the fast paths never import timm, and `export` writes a usable ONNX file."""
+from __future__ import annotations
+
+import json
+import os
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main
+from engine.learn.backends import cache as cache_mod
+from engine.learn.backends.openvino_backend import import_openvino
+from engine.learn.backends.loader import open_predictor
+from engine.learn.inference import predict
+from engine.learn.model import build_model, save_model, temperature_of
+from engine.learn.weights import LITE0
+
+REPO = Path(__file__).resolve().parents[1]
+PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
+# Each test runs in a forked child: OpenVINO's native thread pools, once started in the pytest
+# process, made it die with SIGSEGV tens of tests later (when later tests fork), in full runs only.
+pytestmark = pytest.mark.forked
+for _package in ("openvino", "onnxruntime", "onnx"):  # looked up, not imported, in this process
+    try:
+        importlib.metadata.distribution(_package)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"{_package} is not installed (pip install -e \".[fast]\")", allow_module_level=True)
+
+
+@pytest.fixture(autouse=True)
+def openvino_importable(monkeypatch):
+    """tests/conftest.py keeps OpenVINO out of the pytest process; in these forked children it loads."""
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+
+
+def _save_cell_model(path: Path, seed: int, img_size: int = 128) -> Path:
+    """Lite0 with its ImageNet backbone and a random, sharpened head: confident, distinct
+    probabilities, so a backend that feeds the network differently changes the top class."""
+    torch.manual_seed(seed)
+    model, spec, _ = build_model(LITE0, PBC_CLASSES, img_size=img_size)
+    with torch.no_grad():
+        model.head[-1].weight.mul_(20)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(path, model, spec, calibration={"temperature": 1.3})
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_model(tmp_path_factory) -> Path:
+    return _save_cell_model(tmp_path_factory.mktemp("runs") / "run" / "model.pt", seed=0)
+
+
+def _pbc_sample(pbc_dir: Path, per_class: int) -> list[str]:
+    return [f"{c}/{name}" for c in PBC_CLASSES for name in sorted(os.listdir(pbc_dir / c))[:per_class]]
+
+
+@pytest.fixture
+def small_folder(tmp_path, pbc_dir) -> Path:
+    """8 real PBC cells (2 classes) linked into a folder of their own, read in place."""
+    root = tmp_path / "cells"
+    for rel in _pbc_sample(pbc_dir, 4)[:4] + _pbc_sample(pbc_dir, 4)[-4:]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(pbc_dir / rel)
+    return root
+
+
+def _probs(p, root: Path, cells: list[str], **kwargs):
+    return predict(p.backend, p.spec, root, cells, batch_size=32, temperature=temperature_of(p.extras), **kwargs)
+
+
+def _predict_with(backend: str, model_path: Path, root: Path, cells: list[str], **kwargs):
+    return _probs(open_predictor(model_path, backend=backend, device="cpu"), root, cells, **kwargs)
+
+
+@pytest.mark.slow  # 200 cells through three backends: about 20 s idle, a minute on a loaded 2-core machine
+@pytest.mark.shared_data
+def test_openvino_and_onnxruntime_agree_with_torch_on_real_pbc_cells(run_model, pbc_dir):
+    cells = _pbc_sample(pbc_dir, 25)  # 200 cells, every class
+    reference = _predict_with("torch", run_model, pbc_dir, cells)
+    assert len(reference) == 200 and reference.probs.max(1).mean() > 0.5  # not a uniform non-answer
+    for backend in ("openvino", "onnxruntime"):
+        got = _predict_with(backend, run_model, pbc_dir, cells)
+        assert got.paths == reference.paths
+        agree = np.mean(np.array(got.predicted) == np.array(reference.predicted))
+        assert agree >= 0.995, f"{backend}: top class agrees on {agree:.1%}"
+        assert np.abs(got.probs - reference.probs).max() <= 0.01, backend
+    # TTA runs through the chosen backend: its four views agree with torch's too.
+    tta_ref = _predict_with("torch", run_model, pbc_dir, cells[::10], tta=True)
+    tta_ov = _predict_with("openvino", run_model, pbc_dir, cells[::10], tta=True)
+    assert np.abs(tta_ov.probs - tta_ref.probs).max() <= 0.01
+    assert np.abs(tta_ov.probs - reference.probs[::10]).max() > 1e-3  # the views did change the numbers
+
+
+def test_the_compiled_model_is_cached_beside_the_run_and_replaced_when_the_model_changes(tmp_path, pbc_dir,
+                                                                                     monkeypatch):
+    model_path = _save_cell_model(tmp_path / "run" / "model.pt", seed=1, img_size=64)
+    cells = _pbc_sample(pbc_dir, 1)
+    first = open_predictor(model_path, backend="openvino", precision="f32")
+    entry = first.backend.cache_dir.parent
+    assert entry.parent == model_path.parent / cache_mod.CACHE_FOLDER and first.sha256[:16] in entry.name
+    assert (entry / "model.onnx").is_file() and any(first.backend.cache_dir.iterdir())
+    assert not first.backend.from_cache  # the first use compiles
+
+    import engine.learn.backends.onnx_export as export_mod
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again although the model did not change")
+
+    original = export_mod.export_onnx
+    monkeypatch.setattr(export_mod, "export_onnx", no_export)
+    second = open_predictor(model_path, backend="openvino", precision="f32")
+    assert second.backend.from_cache and second.backend.cache_dir == first.backend.cache_dir
+    before = _probs(second, pbc_dir, cells).probs
+    monkeypatch.setattr(export_mod, "export_onnx", original)
+
+    _save_cell_model(model_path, seed=2, img_size=64)  # retrained: same file, new weights
+    third = open_predictor(model_path, backend="openvino", precision="f32")
+    assert third.sha256 != first.sha256 and not third.backend.from_cache
+    assert not entry.exists()  # the old version's files are gone
+    after = _probs(third, pbc_dir, cells).probs
+    reference = _predict_with("torch", model_path, pbc_dir, cells)
+    assert np.abs(after - before).max() > 0.05  # the new weights, not the cached old ones
+    np.testing.assert_allclose(after, reference.probs, atol=1e-3)
+
+
+def _torch_args(model_path: Path):
+    p = open_predictor(model_path, backend="torch", device="cpu")
+    return p.backend, p.spec
+
+
+def test_a_model_inside_the_data_folder_gets_its_cache_in_the_user_cache(tmp_path):
+    data = tmp_path / "slides"
+    (data / "models").mkdir(parents=True)
+    entry = cache_mod.cache_entry(data / "models" / "model.pt", "ab" * 32, data_root=data)
+    assert cache_mod.user_cache_root() in entry.parents and not (data / "models" / cache_mod.CACHE_FOLDER).exists()
+    beside = cache_mod.cache_entry(tmp_path / "run" / "model.pt", "ab" * 32, data_root=data)
+    assert beside.parent == tmp_path / "run" / cache_mod.CACHE_FOLDER
+
+
+def test_predict_without_openvino_falls_back_to_torch_with_one_info_line(run_model, small_folder, tmp_path,
+                                                                        monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    out = tmp_path / "p.csv"
+    assert main(["-q", "predict", str(run_model), str(small_folder), "--out", str(out), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    info = [line for line in err.splitlines() if line.startswith("info:")]
+    assert len(info) == 1 and "OpenVINO is not installed" in info[0] and "allblast[fast]" in info[0], err
+    sidecar = json.loads(Path(f"{out}.model.json").read_text())
+    assert (sidecar["backend"], sidecar["precision"]) == ("torch", "f32")
+    # Asked for by name, a missing OpenVINO is an error that says what to do, not a silent fallback.
+    assert main(["-q", "predict", str(run_model), str(small_folder), "--out", str(tmp_path / "q.csv"),
+                 "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "OpenVINO is not installed" in err[0] and "Traceback" not in err[0]
+
+
+def test_precisions_a_backend_cannot_run_are_one_clear_line(run_model, small_folder, tmp_path, capsys):
+    args = ["-q", "predict", str(run_model), str(small_folder), "--out", str(tmp_path / "p.csv")]
+    assert main([*args, "--backend", "onnxruntime", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "f32 only" in err[0]
+    has_bf16 = "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    rc = main([*args, "--backend", "openvino", "--precision", "bf16"])
+    captured = capsys.readouterr()
+    if has_bf16:  # this CPU runs bf16: the output and the sidecar say so
+        assert rc == 0 and "openvino bf16 on cpu" in captured.out
+        assert json.loads((tmp_path / "p.csv.model.json").read_text())["precision"] == "bf16"
+    else:  # OpenVINO would silently run f32: refused instead
+        lines = captured.err.strip().splitlines()
+        assert rc == 2 and len(lines) == 1 and "cannot run bf16" in lines[0] and not (tmp_path / "p.csv").exists()
+
+
+def test_the_fast_backends_never_import_timm_or_torchvision(run_model, small_folder, tmp_path):
+    """Nor OpenVINO's usage telemetry: nothing is sent from a clinical workstation."""
+    open_predictor(run_model, backend="openvino")  # the export is cached: a later predict only reads it
+    script = (
+        "import json, sys\n"
+        "from engine.cli import main\n"
+        f"rcs = [main(['-q', 'predict', {str(run_model)!r}, {str(small_folder)!r}, '--out', "
+        f"{str(tmp_path / 'x.csv')!r}, '--force', '--backend', b]) for b in ('openvino', 'onnxruntime')]\n"
+        "print(json.dumps({'rc': rcs, 'loaded': sorted(m for m in ('timm', 'torchvision', 'openvino_telemetry')\n"
+        "                                              if m in sys.modules)}))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"rc": [0, 0], "loaded": []}, proc.stderr
+
+
+def test_export_writes_an_onnx_file_that_reproduces_the_model(run_model, tmp_path, capsys):
+    out = tmp_path / "cells.onnx"
+    assert main(["export", str(run_model), "--onnx", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    spec = json.loads(meta["allblast.spec"])
+    assert spec["classes"] == PBC_CLASSES and float(meta["allblast.temperature"]) == pytest.approx(1.3)
+    x = torch.randn(3, 3, spec["img_size"], spec["img_size"])
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {"image": x.numpy()})
+    backend, _ = _torch_args(run_model)
+    with backend.running():
+        expected = backend.logits(x).numpy()
+    np.testing.assert_allclose(logits, expected, atol=1e-3)
+    # An existing file needs --force; a file that is no model is one line, no traceback.
+    assert main(["export", str(run_model), "--onnx", str(out)]) == 2
+    not_a_model = tmp_path / "notes.pt"
+    not_a_model.write_text("hello")
+    assert main(["export", str(not_a_model), "--onnx", str(tmp_path / "y.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not an allblast model file" in err[1] and not (tmp_path / "y.onnx").exists()
