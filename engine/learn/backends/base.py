@@ -6,6 +6,7 @@ so switching backends changes the arithmetic of the network and nothing else.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -22,7 +23,7 @@ class BackendError(ValueError):
     says what to do. A ValueError, so the CLI prints it as one line."""
 
 
-class Backend:
+class Backend(ABC):
     name = ""
     channels_last = False  # the memory layout `logits` prefers its input in
 
@@ -41,9 +42,9 @@ class Backend:
         """Around a whole prediction (the torch backend switches to eval mode and back)."""
         yield
 
+    @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) normalised float32 -> (B, C) float32 logits."""
-        raise NotImplementedError
+        """(B, 3, S, S) normalised float32 -> (B, C) float32 logits (each backend's own)."""
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "INSTALL_FAST", "BackendError", "Backend"]
