@@ -12,7 +12,9 @@ threads; the DataLoader worker's decoding is not counted).
     OMP_NUM_THREADS=2 python benchmarks/bench_recipe.py --seeds 0 1 2 --epochs 3 --img-size 160
 
 Target (issue 13): allblast >= paper + 1.5 points of mean test accuracy, at <= 1.3x its wall time.
-`--set key=value` overrides a TrainConfig field of the allblast recipe (ablations).
+`--set key=value` overrides a TrainConfig field of the allblast recipe (ablations); each
+`--candidate key=value[,key=value]` adds one more allblast variant to every seed (screening, e.g.
+on a GPU with `--device cuda`, where a run takes seconds).
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-de
 def one_run(data, recipe: str, seed: int, args, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = recipe_config(recipe, backbone="tf_efficientnet_lite0", img_size=args.img_size, epochs=args.epochs,
-                            batch_size=args.batch_size, ask_every=0, device="cpu", seed=seed, split="image",
+                            batch_size=args.batch_size, ask_every=0, device=args.device, seed=seed, split="image",
                             val_fraction=0.15, test_fraction=0.15, **(overrides if recipe != "paper" else {}))
         t, cpu = time.perf_counter(), time.process_time()
         events = drain_events(fit(data, Path(tmp) / "run", cfg))
@@ -50,6 +52,8 @@ def one_run(data, recipe: str, seed: int, args, overrides: dict) -> dict:
             raise RuntimeError(failed[0].message)
         card = RunDir(Path(tmp) / "run").read_model_card()
     best, test = card["best_metrics"], card["test_metrics"]
+    if recipe != "paper" and overrides:
+        recipe = f"{recipe} + " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     return {"recipe": recipe, "seed": seed, "overrides": overrides if recipe != "paper" else {},
             "val_accuracy": best.get("val_accuracy"), "val_weighted_f1": best.get("val_weighted_f1"),
             "test_accuracy": test["accuracy"], "test_weighted_f1": test["weighted_f1"], "wall_s": round(wall, 1),
@@ -94,6 +98,9 @@ def main() -> int:
                     help="only the first N cells of each class (a quicker, smaller benchmark; 0 = all)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override an allblast setting, e.g. --set ema_decay=0.998")
+    ap.add_argument("--candidate", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                    help="one more allblast variant per seed, e.g. --candidate schedule=\"cosine\",lr=0.002")
+    ap.add_argument("--device", default="cpu", help="cpu (the target's) or cuda (screening)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_recipe.jsonl"))
     args = ap.parse_args()
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
@@ -101,10 +108,14 @@ def main() -> int:
     if args.per_class:
         data = ScanResult(data.root, [c for k in sorted({c.label for c in data.cells if c.label})
                                       for c in [c for c in data.cells if c.label == k][:args.per_class]])
+    runs = [(recipe, overrides) for recipe in args.recipes]
+    for cand in args.candidate:
+        runs.append(("allblast", {**overrides, **{k: json.loads(v) for k, v in (kv.split("=", 1)
+                                                                             for kv in cand.split(","))}}))
     rows = []
     for seed in args.seeds:  # seed-major: a cut-short run still has both recipes of each seed
-        for recipe in args.recipes:
-            row = one_run(data, recipe, seed, args, overrides)
+        for recipe, settings in runs:
+            row = one_run(data, recipe, seed, args, settings)
             rows.append(row)
             with open(args.out, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")

@@ -153,6 +153,21 @@ def test_to_model_input_normalises_like_torchvision():
     assert x.dtype == torch.uint8  # the input batch is not modified
 
 
+def test_to_model_input_builds_its_normalisation_once_per_device():
+    """The mean/std tensors were rebuilt from Python lists for every batch: on CUDA each was a copy
+    from pageable memory, which synchronises the stream and kept the host from queueing ahead."""
+    from engine.data.dataset import _normalisation
+
+    spec = ModelSpec("x", ("a", "b"), 4, (0.5, 0.4, 0.3), (0.2, 0.2, 0.2), "bicubic")
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    to_model_input(x, spec, "cpu")
+    before = _normalisation.cache_info()
+    for _ in range(3):
+        to_model_input(x, spec, "cpu")
+    after = _normalisation.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 3
+
+
 def test_loader_workers_are_not_forked_after_a_backend_thread_pool_loaded(monkeypatch):
     """Forking a DataLoader worker after OpenVINO ran in this process crashed (its thread pools do
     not survive a fork): with OpenVINO or ONNX Runtime loaded, workers come from a fork server."""

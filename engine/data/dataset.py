@@ -6,6 +6,7 @@ and 90-degree rotations on uint8 are exact, so augmentation never changes a pixe
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
 import sys
@@ -278,7 +279,14 @@ def to_model_input(x_uint8: torch.Tensor, spec, device, channels_last: bool = Tr
     """uint8 [B,3,S,S] -> normalised float32 on `device`: (x/255 - mean)/std in one fused step."""
     device = torch.device(device)
     x = x_uint8.to(device, non_blocking=True).float()
-    mean = torch.tensor(spec.mean, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
-    std = torch.tensor(spec.std, device=device, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    mean, std = _normalisation(tuple(spec.mean), tuple(spec.std), device)
     x = x.sub_(mean).div_(std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: building them per batch copied from pageable host memory, which
+    # synchronises the CUDA stream, so the host could never queue a step ahead of the GPU.
+    as_255 = [torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1).mul_(255.0).to(device) for v in (mean, std)]
+    return as_255[0], as_255[1]

@@ -34,7 +34,7 @@ class RunEnd:
         self.model.load_state_dict(best["state_dict"])
         r = yield from validate(self.model, self._whole("val"), self.device, self.spec, epoch=self.epoch,
                                 phase="calibrate", autocast_dtype=self.amp, channels_last=self.channels_last,
-                                cancel=cancel, outputs=True)
+                                cancel=cancel, outputs=True, pad_to=self.pad_eval)
         n = r.get("n", 0)
         if n < MIN_CALIBRATION_CELLS:
             # a temperature fitted on a handful of cells runs to its bound and flattens every
@@ -61,7 +61,7 @@ class RunEnd:
         self.model.load_state_dict(best["state_dict"])
         r = yield from validate(self.model, self.loaders["test"], self.device, self.spec, epoch=self.epoch,
                                 phase="test", autocast_dtype=self.amp, channels_last=self.channels_last,
-                                cancel=cancel, outputs=True, tta=self.config.tta_eval)
+                                cancel=cancel, outputs=True, pad_to=self.pad_eval, tta=self.config.tta_eval)
         classes = list(self.spec.classes)
         y_true = [classes[i] for i in r["y_true"]]
         y_pred = [classes[i] for i in r["y_pred"]]

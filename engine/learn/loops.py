@@ -69,32 +69,60 @@ def class_weights(targets, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def device_batches(loader, spec, device, channels_last: bool, cancel: CancelToken | None):
+class DataWait:
+    """Seconds the host spent waiting for the loader: when it nears an epoch's time, the loader
+    (decoding, augmentation, too few workers), not the model, sets the pace."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+
+def device_batches(loader, spec, device, channels_last: bool, cancel: CancelToken | None,
+                   wait: DataWait | None = None, pad_to: int | None = None, batches=None):
     """(1-based batch number, normalised input, targets) on the device; the cancel token is
-    checked before every batch, so a cancel costs at most the batch in progress."""
-    for i, (x, y, _) in enumerate(loader, 1):
+    checked before every batch, so a cancel costs at most the batch in progress.
+
+    `pad_to` (evaluation on a GPU) fills a short last batch with zero images up to that size, so
+    every batch has the one shape whose kernels are already chosen; the caller keeps only the
+    first `len(targets)` outputs. Eval-mode outputs are per image, so padding changes none.
+    `batches`: an iterator already started on `loader` (its workers began decoding earlier)."""
+    batches = iter(loader) if batches is None else batches
+    i = 0
+    while True:
+        t = time.perf_counter()
+        try:
+            x, y, _ = next(batches)
+        except StopIteration:
+            return
+        if wait is not None:
+            wait.seconds += time.perf_counter() - t
+        i += 1
         if cancel is not None:
             cancel.raise_if_cancelled()
+        if pad_to is not None and x.shape[0] < pad_to:
+            x = torch.cat([x, x.new_zeros((pad_to - x.shape[0], *x.shape[1:]))])
         yield i, to_model_input(x, spec, device, channels_last), y.to(device, non_blocking=True)
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: int = 1,
                     autocast_dtype=None, scaler=None, channels_last: bool = False,
                     cancel: CancelToken | None = None, scheduler=None, first_update: int = 0,
-                    ema=None, reduce=None) -> Generator[BatchProgress, None, dict]:
+                    ema=None, reduce=None, batches=None) -> Generator[BatchProgress, None, dict]:
     """One pass over `loader`; yields throttled BatchProgress, returns {loss, accuracy, images,
-    seconds, images_per_s}. Loss/accuracy accumulate on the device and are read only when
+    seconds, images_per_s, data_seconds (waiting for the loader)}. Loss/accuracy accumulate on the device and are read only when
     reported, so the GPU is not synchronised every batch.
 
     `scheduler` (timm's, stepped per update like timm's train.py: `first_update` is the number of
     updates before this epoch) and `ema` (timm's ModelEmaV3) are optional. `reduce` (DDP) sums a
-    tensor over the ranks: the returned loss and accuracy are then those of all ranks' images."""
+    tensor over the ranks: the returned loss and accuracy are then those of all ranks' images.
+    `batches`: see `device_batches`."""
     model.train()
     n_batches = len(loader)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, t0, last_report = 0, time.perf_counter(), 0.0
-    for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
+    wait = DataWait()
+    for i, x, y in device_batches(loader, spec, device, channels_last, cancel, wait, batches=batches):
         with autocast(device, autocast_dtype):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
@@ -130,12 +158,13 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: i
     if not math.isfinite(mean_loss):
         raise NonFiniteLoss("training", epoch, n_batches)
     return {"loss": mean_loss, "accuracy": float(correct.item()) / max(seen, 1), "images": seen,
-            "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9)}
+            "seconds": seconds, "images_per_s": seen / max(seconds, 1e-9), "data_seconds": wait.seconds}
 
 
 def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val", autocast_dtype=None,
              channels_last: bool = False, cancel: CancelToken | None = None,
-             outputs: bool = False, tta: bool = False, gather=None) -> Generator[BatchProgress, None, dict]:
+             outputs: bool = False, tta: bool = False, gather=None,
+             pad_to: int | None = None, batches=None) -> Generator[BatchProgress, None, dict]:
     """Evaluate without gradients; returns {loss (unweighted CE), accuracy, weighted_f1, macro_f1,
     balanced_accuracy, n} (+ "y_true", "y_pred", "probs", "logits" arrays when `outputs`).
 
@@ -147,7 +176,7 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
     n_batches = len(loader)
     loss_sum, ys, logit_batches = 0.0, [], []
     t0 = last_report = time.perf_counter()
-    for i, x, y in device_batches(loader, spec, device, channels_last, cancel):
+    for i, x, y in device_batches(loader, spec, device, channels_last, cancel, pad_to=pad_to, batches=batches):
         # inference mode is thread-local: it must not stay on while this generator is suspended
         # at a yield, or the driver's thread (and whatever it runs next) inherits it.
         with torch.inference_mode(), autocast(device, autocast_dtype):
@@ -155,10 +184,10 @@ def validate(model, loader, device, spec, *, epoch: int = 1, phase: str = "val",
                 from .inference import tta_views  # the views inference uses, so test and predict agree
 
                 views = tta_views(x)
-                p = model(torch.cat(views)).float().softmax(1).view(len(views), *y.shape, -1).mean(0)
-                logits = p.clamp_min(1e-12).log()
+                p = model(torch.cat(views)).float().softmax(1).view(len(views), x.shape[0], -1).mean(0)
+                logits = p.clamp_min(1e-12).log()[: len(y)]
             else:
-                logits = model(x).float()
+                logits = model(x).float()[: len(y)]
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             ys.append(y.cpu())
             logit_batches.append(logits.cpu())

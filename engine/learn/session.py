@@ -9,7 +9,8 @@ change the schedule, the optimiser's groups, the loss, the augmentation, EMA and
 Launched by torchrun, every rank runs this session on its shard of the training data
 (DistributedDataParallel); rank 0 alone decides what other ranks receive (config, split,
 resumed state, the answer to "continue?") and alone writes the run folder. On CUDA it adds what
-makes it fast (AMP, channels_last, cudnn.benchmark, pinned uint8 batches, a decoded-image cache).
+makes it fast (AMP, channels_last, cudnn.benchmark, pinned uint8 batches, a decoded-image cache,
+fixed batch shapes warmed up before the first epoch).
 
 What a run starts from is `start.RunStart`'s; calibration, the test pass and the model card are
 `evaluation.RunEnd`'s.
@@ -30,7 +31,7 @@ from ..data.splits import as_scan
 from ..utils.jobs import CancelToken
 from ..utils.logs import warn
 from .config import MONITORS, TrainConfig
-from .device import amp_dtype, device_name, release_memory, resolve_device
+from .device import amp_dtype, cudnn_benchmark, device_name, fixed_batch_shapes, release_memory, resolve_device
 from .events import AskContinue, Continue, EpochEnd, Message
 from .loops import Plateau, class_weights, train_one_epoch, validate
 from .distributed import Dist, from_env, wrap
@@ -38,6 +39,7 @@ from .recipes import build_ema, build_optimizer, build_scheduler
 from .evaluation import RunEnd
 from .runs import ReplicaRunDir, RunDir, rng_state, set_rng_state
 from .start import RunStart
+from .warmup import batch_shapes, warm_up
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
@@ -47,6 +49,7 @@ class TrainingSession(RunStart, RunEnd):
     """Everything one run needs, set up before the first event; `loop` and `test` are generators."""
 
     epoch_complete = True  # False while an epoch is in progress (it has no checkpoint yet)
+    warmed = False  # fixed shapes: the batch shapes were warmed up in this process
 
     def __init__(self, scan, run: RunDir, config: TrainConfig, val_scan, resume: bool):
         self.t0, self.elapsed_before = time.monotonic(), 0.0
@@ -116,8 +119,9 @@ class TrainingSession(RunStart, RunEnd):
         self.spec = spec
         cuda = self.device.type == "cuda"
         self.channels_last = cuda  # NHWC convolutions are the fast path for tensor cores
+        self.fixed_shapes = fixed_batch_shapes(self.device)
         if cuda:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = cudnn_benchmark()
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
         self.amp = amp_dtype(self.device, config.amp)
@@ -154,7 +158,11 @@ class TrainingSession(RunStart, RunEnd):
                              extra=Augment(c.color_jitter, c.blur_p, c.crop_scale))
             sampler, per_rank = self._sampler(part, ds)
             # BatchNorm1d in the head cannot train on a batch of one: drop a lone last sample.
-            drop = part == "train" and per_rank % c.batch_size == 1 and per_rank > 1
+            # Fixed shapes (GPU) drop any short last batch, as timm's train loader does.
+            drop = part == "train" and per_rank > 1 and (
+                per_rank % c.batch_size == 1 or (self.fixed_shapes and per_rank >= c.batch_size))
+            if part == "train":
+                self.train_shapes = batch_shapes(per_rank, c.batch_size, drop)
             self.loaders[part] = make_loader(ds, batch_size=c.batch_size, shuffle=part == "train",
                                              device=self.device, workers=c.workers, drop_last=drop,
                                              seed=c.seed, sampler=sampler)
@@ -244,6 +252,21 @@ class TrainingSession(RunStart, RunEnd):
             if self.epoch >= end:
                 return "completed"
 
+    @property
+    def pad_eval(self) -> int | None:
+        """The batch size evaluation pads its short last batch to (fixed shapes), else None."""
+        return self.config.batch_size if self.fixed_shapes else None
+
+    def _warm_up(self):
+        """Each batch shape once on noise before the first epoch: the kernel choice (and an
+        out-of-memory error) comes in seconds, before the loader starts, and said so."""
+        yield Message("preparing the GPU's kernels for this model and batch size (once per run)")
+        seconds = warm_up(self.net, self.spec, self.device, train_batches=self.train_shapes,
+                          eval_batches=[self.pad_eval] if self.loaders["val"] is not None else [],
+                          autocast_dtype=self.amp, channels_last=self.channels_last)
+        self.warmed = True
+        yield Message(f"GPU kernels ready in {seconds:.1f} s")
+
     def _one_epoch(self, cancel: CancelToken):
         c = self.config
         self.epoch += 1
@@ -258,11 +281,17 @@ class TrainingSession(RunStart, RunEnd):
             loader.sampler.set_epoch(self.epoch)
         else:
             loader.generator.manual_seed(c.seed * 100_003 + self.epoch)
+        started = {}
+        if self.fixed_shapes and not self.warmed:
+            # Started first, so the loaders' workers decode while the GPU prepares its kernels.
+            started = {part: iter(self.loaders[part]) for part in ("train", "val") if self.loaders[part] is not None}
+            yield from self._warm_up()
         train = yield from train_one_epoch(
             self.net, loader, self.loss_fn, self.optimizer, self.device, self.spec,
             epoch=self.epoch, autocast_dtype=self.amp, scaler=self.scaler,
             channels_last=self.channels_last, cancel=cancel, scheduler=self.scheduler,
-            first_update=(self.epoch - 1) * self.steps_per_epoch, ema=self.ema, reduce=d.sum if d else None)
+            first_update=(self.epoch - 1) * self.steps_per_epoch, ema=self.ema, reduce=d.sum if d else None,
+            batches=started.get("train"))
         # the LR this epoch ended with (the head's: the last group); the plateau changes it below
         lr = self.optimizer.param_groups[-1]["lr"]
         if d is not None:  # each rank's BatchNorm saw its own batches: average them (timm's --dist-bn reduce)
@@ -275,7 +304,8 @@ class TrainingSession(RunStart, RunEnd):
             val = yield from validate(evaluated, self.loaders["val"], self.device, self.spec,
                                       epoch=self.epoch, autocast_dtype=self.amp,
                                       channels_last=self.channels_last, cancel=cancel,
-                                      gather=d.gather if d else None)
+                                      gather=d.gather if d else None, pad_to=self.pad_eval,
+                                      batches=started.get("val"))
         flat = {f"train_{k}": v for k, v in train.items() if k in ("loss", "accuracy")}
         flat.update({f"val_{k}": v for k, v in val.items() if k != "n"})
         is_best = self.plateau.step(flat[self.monitor], self.optimizer)

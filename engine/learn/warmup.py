@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import torch
 
@@ -32,13 +33,14 @@ def warm_up(model: torch.nn.Module, spec, device, *, train_batches: Iterable[int
     start = time.perf_counter()
     was_training = model.training
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}  # BN running stats
+    no_sync = getattr(model, "no_sync", nullcontext)  # DDP: no gradient all-reduce for noise
     try:
         for n in sorted(set(train_batches)):
             model.train()
             x = to_model_input(_noise(n, spec, device), spec, device, channels_last)
-            with autocast(device, autocast_dtype):
+            with no_sync(), autocast(device, autocast_dtype):
                 out = model(x)
-            out.float().sum().backward()
+                out.float().sum().backward()
         for n in sorted(set(eval_batches)):
             model.eval()
             x = to_model_input(_noise(n, spec, device), spec, device, channels_last)
