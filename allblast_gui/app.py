@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                         annotator=args.annotator)
     window.show()
     window.activateWindow()  # without a window manager (kiosk, Xvfb) nothing else gives it focus
-    QTimer.singleShot(WARM_UP_DELAY_MS, window.training.warm_up)  # after the first paint
+    # after the first paint: torch, timm and the prediction backend of the user's settings
+    QTimer.singleShot(WARM_UP_DELAY_MS, lambda: window.training.warm_up(backend=window.prefs.inference()[0]))
     folder = args.folder
     if not folder and (demo := first_run_folder(window.prefs.recent_folders())) is not None:
         folder = str(demo)  # a new user sees cells at once

@@ -40,10 +40,25 @@ def _start_worker_server() -> None:
     start_worker_server()  # a separate process: imports torch there while we import it here
 
 
+def _load_prediction_backend(backend: str) -> None:
+    from engine.learn.backends.base import BackendError
+    from engine.learn.backends.loader import choose_backend
+
+    try:
+        choose_backend(backend, "auto")  # imports OpenVINO when `backend` would run on it
+    except BackendError:
+        pass  # not installed, or not for this device: the Predict dialog says so when it is used
+
+
 WARM_UP_STEPS = (  # what Train needs, loaded ahead; each step is one import (or the fork server)
     _start_worker_server,
     lambda: importlib.import_module("engine.learn.fit"),  # torch and the training code
-    lambda: importlib.import_module("engine.learn.model"),  # timm (and torchvision)
+    # engine.learn.model imports timm only when it builds a network: import it here, with the
+    # ~1,500 modules it pulls in (torchvision, torch._dynamo, sympy, huggingface_hub), or the
+    # training thread did it after Train was pressed and held the GIL for up to 200 ms at a time.
+    lambda: importlib.import_module("timm.models"),
+    lambda: importlib.import_module("engine.learn.model"),
+    lambda: importlib.import_module("engine.learn.weights"),
     lambda: importlib.import_module("sklearn.metrics"),  # the validation metrics (scipy)
 )
 REASONS = {"completed": "finished", "halted": "halted by the user", "early-stopped": "stopped early (no improvement)",
@@ -87,14 +102,17 @@ class TrainingUI(QObject):
         self.runs.addRequested.connect(lambda: self.add_run())
         self.runs.refreshRequested.connect(self.refresh_runs)
 
-    def warm_up(self) -> None:
-        """Import torch and timm on a pool thread now, so pressing Train does not wait for them.
-        Closing the window stops it between imports (`shutdown`): an import still running when
-        Python shuts down fails ("can't register atexit after shutdown")."""
+    def warm_up(self, backend: str | None = None) -> None:
+        """Import torch and timm on a pool thread now, so pressing Train does not wait for them,
+        and the prediction `backend` the Predict dialog will use (OpenVINO's runtime held the GIL
+        for 100-150 ms while it loaded on the prediction thread: the window froze as predicting
+        began). Closing the window stops it between imports (`shutdown`): an import still running
+        when Python shuts down fails ("can't register atexit after shutdown")."""
         stop = self._warm_stop
+        steps = WARM_UP_STEPS + ((lambda: _load_prediction_backend(backend)),) if backend else WARM_UP_STEPS
 
         def load() -> None:
-            for step in WARM_UP_STEPS:
+            for step in steps:
                 if stop.is_set():
                     return
                 step()

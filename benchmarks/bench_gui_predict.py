@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", type=int, default=15000)
     ap.add_argument("--data", type=Path)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--trace-stalls", action="store_true",
+                    help="print every thread's stack when the event loop is blocked over 50 ms (diagnosis)")
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="allblast-bench-predict-"))
     data = (args.data or work / "cells").resolve()
@@ -83,13 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     window.datasetOpened.connect(lambda _ds: loop.quit())
     window.open_folder(data)
     loop.exec()  # the first open builds the index (decodes every file)
+    # As the app does after its first paint: torch, timm and the prediction backend, imported ahead.
+    window.training.warm_up(backend=window.prefs.inference()[0])
+    while window.training.controller._runner.busy("warm-up"):
+        app.processEvents()
+        time.sleep(0.02)
 
     gaps: list[float] = []
     clock = QElapsedTimer()
     probe = QTimer(interval=10)
     big: list[tuple[float, float]] = []
 
+    last_tick = [time.perf_counter()]
+    traces: list[str] = []
+    if args.trace_stalls:
+        from benchmarks.stall_tracer import start_stall_tracer
+
+        start_stall_tracer(last_tick, traces)
+
     def tick() -> None:
+        last_tick[0] = time.perf_counter()
         gap = clock.restart()
         gaps.append(gap)
         if gap > 50 + 10 and len(gaps) > 1:
@@ -150,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stalls over 50 ms (s after the call: ms): {', '.join(f'{t:.1f}: {g:.0f}' for t, g in big) or 'none'}")
     print(f"reopen with stored predictions ({with_preds:,} cells): first painted grid after {reopen_ms:.0f} ms   "
           f"(target < {TARGETS['reopen_ms']} ms)")
+    for trace in traces:
+        print(trace)
     return 0
 
 

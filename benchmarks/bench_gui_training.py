@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--img-size", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--trace-stalls", action="store_true",
+                    help="print every thread's stack when the event loop is blocked over 50 ms (diagnosis)")
+    ap.add_argument("--no-cli", action="store_true", help="skip the CLI runs (with --trace-stalls)")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="allblast-bench-train-"))
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return work / name, time.perf_counter() - start
 
     # CLI before and after the app: the machine's drift shows in the two CLI runs.
-    cli_runs = [cli("cli-before")]
+    cli_runs = [] if args.no_cli else [cli("cli-before")]
 
     from PySide6.QtCore import QElapsedTimer, QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -122,7 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
     big: list[tuple[float, float]] = []  # (seconds since start, gap ms) of gaps over 50 ms
 
+    last_tick = [time.perf_counter()]
+    traces: list[str] = []
+    if args.trace_stalls:
+        from benchmarks.stall_tracer import start_stall_tracer
+
+        start_stall_tracer(last_tick, traces)
+
     def tick() -> None:
+        last_tick[0] = time.perf_counter()
         gap = clock.restart()
         gaps.append(gap)
         if gap > 60:
@@ -144,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     probe.stop()
     app_wall = time.perf_counter() - t0
     window.close()
-    cli_runs.append(cli("cli-after"))
+    if not args.no_cli:
+        cli_runs.append(cli("cli-after"))
 
     gaps_arr = np.array(gaps[1:], dtype=float)
     stalls = gaps_arr - 10.0  # beyond the timer's own interval
     app_rates = rates(run)
     cli_rates = [rate for path, _ in cli_runs for rate in rates(path)]
-    ratio = float(np.mean(app_rates) / np.mean(cli_rates))
+    ratio = float(np.mean(app_rates) / np.mean(cli_rates)) if cli_rates else float("nan")
     for (path, wall), when in zip(cli_runs, ("before", "after")):
         print(f"CLI ({when}): {wall:.1f} s as a process; training img/s per epoch "
               + ", ".join(f"{r:.1f}" for r in rates(path)))
@@ -165,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(targets < {TARGETS['stall_ms']} ms, p99 < {TARGETS['p99_ms']} ms)")
     print("phases (s from start): " + ", ".join(f"{k} {v:.1f}" for k, v in marks.items()))
     print("stalls over 50 ms (s from start: ms): " + ", ".join(f"{t:.1f}: {g:.0f}" for t, g in big))
+    for trace in traces:
+        print(trace)
     return 0
 
 

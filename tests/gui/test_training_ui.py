@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -325,3 +326,36 @@ def test_closing_during_the_warm_up_stops_it_between_imports(qtbot, make_window,
     window.close()
     assert ran == ["first"]  # waited for, and nothing started after it
     assert window.training.controller._runner.pool.activeThreadCount() == 0
+
+
+def test_the_warm_up_imports_what_building_a_network_needs():
+    """Regression: the warm-up imported engine.learn.model, which imports timm only when a network
+    is built; pressing Train then imported ~1,500 modules on the training thread, and the event
+    loop stalled up to 200 ms at a time. After the warm-up, building a network imports nothing big."""
+    code = textwrap.dedent("""
+        import sys
+        from allblast_gui import training_ui
+        for step in training_ui.WARM_UP_STEPS[1:]:  # every import (the fork server is not one)
+            step()
+        before = set(sys.modules)
+        from engine.learn.model import build_model
+        build_model("tf_efficientnet_lite0", ("a", "b"), pretrained=False, img_size=32)
+        new = sorted(set(sys.modules) - before)
+        assert len(new) < 20, (len(new), new[:25])
+        """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=240)
+
+
+def test_the_warm_up_loads_the_prediction_backend_of_the_settings():
+    """Regression: OpenVINO was first imported on the prediction thread when Predict was pressed,
+    and its runtime held the GIL for 100-150 ms: the window froze as predictions began."""
+    code = textwrap.dedent("""
+        import sys
+        from allblast_gui.training_ui import _load_prediction_backend
+        _load_prediction_backend("torch")
+        assert "openvino" not in sys.modules
+        _load_prediction_backend("auto")  # a CPU, OpenVINO installed: auto predicts with it
+        assert sys.modules.get("openvino") is not None
+        """)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=240,
+                   env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
