@@ -9,7 +9,6 @@ from pathlib import Path
 
 ORG, APP = "allblast", "allblast"
 DB_DIR_ENV = "ALLBLAST_DB_DIR"  # put label databases here instead of beside the images
-WORKER_PRELOAD = ("torch", "cv2", "numpy", "engine.data.dataset")
 WARM_UP_DELAY_MS = 1500
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from .main_window import ICON, MainWindow
     from .workers import install_warning_hook
 
-    from engine.utils.jobs import set_worker_start_method
+    from engine.utils.jobs import WORKER_PRELOAD, set_worker_start_method
 
     qInstallMessageHandler(_qt_message_to_log)
     install_warning_hook()

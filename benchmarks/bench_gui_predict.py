@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtCore import QElapsedTimer, QEvent, QEventLoop, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from allblast_gui.app import WORKER_PRELOAD
+    from engine.utils.jobs import WORKER_PRELOAD
     from allblast_gui.main_window import MainWindow
     from engine.utils.jobs import set_worker_start_method
 

@@ -217,3 +217,31 @@ def test_export_writes_an_onnx_file_that_reproduces_the_model(run_model, tmp_pat
     assert main(["export", str(not_a_model), "--onnx", str(tmp_path / "y.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "not an allblast model file" in err[1] and not (tmp_path / "y.onnx").exists()
+
+
+def test_openvino_splits_a_batch_over_its_streams_and_keeps_the_order(run_model):
+    """The batch is cut into one slice per CPU stream, run at once and joined: any batch size,
+    smaller than the number of streams too, comes back whole and in order."""
+    ov = open_predictor(run_model, backend="openvino", device="cpu")
+    ref = open_predictor(run_model, backend="torch", device="cpu")
+    assert len(ov.backend.requests) >= 1
+    torch.manual_seed(1)
+    x = torch.randn(7, 3, 128, 128)
+    expected = ref.backend.logits(x.contiguous(memory_format=torch.channels_last))
+    for n in (1, 2, 7):
+        got = ov.backend.logits(x[:n].contiguous())
+        assert got.shape == (n, len(PBC_CLASSES))
+        torch.testing.assert_close(got, expected[:n], atol=2e-3, rtol=1e-3)
+
+
+def test_predict_workers_start_from_a_fork_server_and_give_the_same_csv(run_model, small_folder, tmp_path):
+    """With OpenVINO loaded, `predict --workers N` starts its loader workers from a fork server
+    (never a fork of this process), gives the CSV that in-process decoding gives, and leaves this
+    process's worker start method as it was."""
+    from engine.utils.jobs import worker_start_method
+
+    base = ["-q", "predict", str(run_model), str(small_folder), "--backend", "openvino", "--device", "cpu"]
+    assert main([*base, "--out", str(tmp_path / "w0.csv"), "--workers", "0"]) == 0
+    assert main([*base, "--out", str(tmp_path / "w1.csv"), "--workers", "1"]) == 0
+    assert worker_start_method() is None
+    assert (tmp_path / "w1.csv").read_text() == (tmp_path / "w0.csv").read_text()

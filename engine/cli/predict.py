@@ -96,6 +96,23 @@ def _add_infer_args(p: argparse.ArgumentParser) -> None:
 def _run_predict(args: argparse.Namespace, *, copy_duplicates: bool = False):
     """Scan DIR and predict its cells. `copy_duplicates`: duplicate files get their original's row
     (`Predictions.with_duplicates`) instead of being skipped."""
+    from ..utils.jobs import WORKER_PRELOAD, set_worker_start_method, start_worker_server, worker_start_method
+
+    if args.workers == 0 or worker_start_method() is not None:
+        return _predict_cells(args, copy_duplicates)
+    # Workers cannot be forked once OpenVINO's threads run here. From a fork server started now,
+    # which imports torch and OpenCV on another core while this process imports its own, each
+    # starts at once, instead of importing torch itself before its first batch (whole process,
+    # 1,200 cells on 2 cores: 14.5 s -> 10.8 s).
+    set_worker_start_method("forkserver", preload=WORKER_PRELOAD)
+    try:
+        start_worker_server()
+        return _predict_cells(args, copy_duplicates)
+    finally:
+        set_worker_start_method(None)  # a caller in this process (a script, a test) keeps its default
+
+
+def _predict_cells(args: argparse.Namespace, copy_duplicates: bool):
     from ..learn.backends.loader import open_predictor
     from ..learn.events import PredictProgress
     from ..learn.inference import predict_iter

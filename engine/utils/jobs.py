@@ -45,6 +45,11 @@ def drain(gen: Generator[Any, Any, Any]) -> Any:
             return stop.value
 
 
+# What a fork server imports once, so each DataLoader worker it forks starts at once: the decoding
+# stack of engine.data.dataset (the app's workers, and `predict --workers N`'s).
+WORKER_PRELOAD = ("torch", "cv2", "numpy", "engine.data.dataset")
+
+
 def set_worker_start_method(method: str | None, preload: Sequence[str] = ()) -> None:
     """How DataLoader worker processes start: None = the platform default (fork on Linux, right for
     the CLI); "forkserver" for the app, where forking the large GUI process would stall its every

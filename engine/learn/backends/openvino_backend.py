@@ -65,8 +65,10 @@ class OpenVinoBackend(Backend):
         core.set_property({"CACHE_DIR": str(cache)})
         start = time.perf_counter()
         try:
+            # THROUGHPUT: several CPU streams, each running a slice of the batch on its own cores;
+            # on 2 cores 2 streams ran Lite0 @160 at 275 img/s against 246 for one LATENCY stream.
             self.compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": _HINT[precision],
-                                                                        "PERFORMANCE_HINT": "LATENCY"})
+                                                                        "PERFORMANCE_HINT": "THROUGHPUT"})
         except RuntimeError as exc:  # OpenVINO raises RuntimeError for a graph it cannot compile
             log.debug("OpenVINO could not compile %s", onnx_path, exc_info=exc)
             first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -74,13 +76,22 @@ class OpenVinoBackend(Backend):
                                "or torch") from exc
         self.compile_seconds = time.perf_counter() - start
         self.from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
-        self.request = self.compiled.create_infer_request()
+        streams = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.requests = [self.compiled.create_infer_request() for _ in range(streams)]
         log.info("OpenVINO %s (%s) %s in %.2f s, cache %s", ov.__version__, precision,
                  "loaded from its cache" if self.from_cache else "compiled", self.compile_seconds, cache)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.request.infer({0: np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(np.array(result[0], dtype=np.float32, copy=True))
+        """The batch split over the streams' requests, run at once, joined in order."""
+        parts = [p for p in np.array_split(np.ascontiguousarray(x.numpy()), len(self.requests)) if len(p)]
+        running = self.requests[:len(parts)]
+        for request, part in zip(running, parts):
+            request.start_async({0: part})
+        out = []
+        for request in running:
+            request.wait()
+            out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.concatenate(out))
 
 
 __all__ = ["OpenVinoBackend", "import_openvino"]
