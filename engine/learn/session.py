@@ -9,8 +9,8 @@ change the schedule, the optimiser's groups, the loss, the augmentation, EMA and
 Launched by torchrun, every rank runs this session on its shard of the training data
 (DistributedDataParallel); rank 0 alone decides what other ranks receive (config, split,
 resumed state, the answer to "continue?") and alone writes the run folder. On CUDA it adds what
-makes it fast (AMP, channels_last, cudnn.benchmark, pinned uint8 batches, a decoded-image cache,
-fixed batch shapes warmed up before the first epoch).
+makes it fast (AMP, channels_last, pinned uint8 batches, a decoded-image cache, fixed batch shapes
+warmed up before the first epoch; cuDNN autotuning only on request, `device.cudnn_benchmark`).
 
 What a run starts from is `start.RunStart`'s; calibration, the test pass and the model card are
 `evaluation.RunEnd`'s.
@@ -258,8 +258,9 @@ class TrainingSession(RunStart, RunEnd):
         return self.config.batch_size if self.fixed_shapes else None
 
     def _warm_up(self):
-        """Each batch shape once on noise before the first epoch: the kernel choice (and an
-        out-of-memory error) comes in seconds, before the loader starts, and said so."""
+        """Each batch shape once on noise before the first epoch, said so: the kernel choice (and
+        an out-of-memory error) comes in seconds, before any batch trains, while the loaders'
+        workers already decode the first batches."""
         yield Message("preparing the GPU's kernels for this model and batch size (once per run)")
         seconds = warm_up(self.net, self.spec, self.device, train_batches=self.train_shapes,
                           eval_batches=[self.pad_eval] if self.loaders["val"] is not None else [],
