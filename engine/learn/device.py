@@ -44,6 +44,11 @@ def fixed_batch_shapes(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+# Off: measured on an H200 (torch 2.11, cuDNN 9.19), autotuning made the kernel warm-up 4.7x (Lite0)
+# and 2.7x (B3) longer, for a steady rate 13% lower (Lite0, host-bound) or 11% higher (B3).
+CUDNN_BENCHMARK_DEFAULT = False
+
+
 def cudnn_benchmark() -> bool:
     """cuDNN autotuning per new convolution shape (torch.backends.cudnn.benchmark). The environment
     variable ALLBLAST_CUDNN_BENCHMARK=0/1 overrides the default (benchmarks/bench_train.py)."""
@@ -53,11 +58,6 @@ def cudnn_benchmark() -> bool:
     if value in ("1", "true", "yes", "on"):
         return True
     return CUDNN_BENCHMARK_DEFAULT
-
-
-# Off: measured on an H200 (torch 2.11, cuDNN 9.19), autotuning made the kernel warm-up 4.7x (Lite0)
-# and 2.7x (B3) longer, for a steady rate 13% lower (Lite0, host-bound) or 11% higher (B3).
-CUDNN_BENCHMARK_DEFAULT = False
 
 
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:

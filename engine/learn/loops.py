@@ -109,8 +109,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, spec, *, epoch: i
                     cancel: CancelToken | None = None, scheduler=None, first_update: int = 0,
                     ema=None, reduce=None, batches=None) -> Generator[BatchProgress, None, dict]:
     """One pass over `loader`; yields throttled BatchProgress, returns {loss, accuracy, images,
-    seconds, images_per_s, data_seconds (waiting for the loader)}. Loss/accuracy accumulate on the device and are read only when
-    reported, so the GPU is not synchronised every batch.
+    seconds, images_per_s, data_seconds (waiting for the loader)}. Loss/accuracy accumulate on the
+    device and are read only when reported, so the GPU is not synchronised every batch.
 
     `scheduler` (timm's, stepped per update like timm's train.py: `first_update` is the number of
     updates before this epoch) and `ema` (timm's ModelEmaV3) are optional. `reduce` (DDP) sums a

@@ -38,8 +38,9 @@ def warm_up(model: torch.nn.Module, spec, device, *, train_batches: Iterable[int
         for n in sorted(set(train_batches)):
             model.train()
             x = to_model_input(_noise(n, spec, device), spec, device, channels_last)
-            with no_sync(), autocast(device, autocast_dtype):
-                out = model(x)
+            with no_sync():
+                with autocast(device, autocast_dtype):  # the forward only, as in training
+                    out = model(x)
                 out.float().sum().backward()
         for n in sorted(set(eval_batches)):
             model.eval()
