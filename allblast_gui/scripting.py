@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import traceback
-from dataclasses import fields
 from pathlib import Path
 
 from PySide6.QtCore import QEventLoop, QTimer
@@ -17,12 +16,13 @@ from PySide6.QtWidgets import QApplication
 
 from engine.labels.outputs import OutputRefused, check_output
 from engine.learn.config import TrainConfig
+from engine.learn.recipes import recipe_config
 
 log = logging.getLogger(__name__)
 
 # app.train() options: the CLI's names (allblast-engine train --help).
-TRAIN_OPTIONS = ("backbone", "weights", "no_pretrained", "img_size", "epochs", "batch_size", "lr", "split",
-                 "ask_every", "device", "seed", "monitor", "val_fraction", "test_fraction", "workers")
+TRAIN_OPTIONS = ("recipe", "backbone", "weights", "no_pretrained", "img_size", "epochs", "batch_size", "lr",
+                 "split", "ask_every", "device", "seed", "monitor", "val_fraction", "test_fraction", "workers")
 
 
 class ScriptError(RuntimeError):
@@ -76,8 +76,9 @@ class ScriptApp:
     def train(self, *, on_ask=None, timeout: float | None = None, **options) -> Path:
         """Train on the open folder's expert labels; returns the run folder when training ends.
 
-        Options are the CLI's (`backbone`, `weights`, `no_pretrained`, `img_size`, `epochs`,
-        `batch_size`, `lr`, `split`, `ask_every`, `device`, `seed`, `monitor`, ...).
+        Options are the CLI's (`recipe`, `backbone`, `weights`, `no_pretrained`, `img_size`,
+        `epochs`, `batch_size`, `lr`, `split`, `ask_every`, `device`, `seed`, `monitor`, ...); the
+        recipe (default `allblast`, as in the Train dialog) sets what is not given.
         `on_ask(summary) -> int | None` answers "continue?": a number of epochs, or None to halt;
         without it the continue dialog waits for the user. Raises ScriptError when the settings
         are refused or training fails (the failure dialog also shows).
@@ -237,9 +238,11 @@ def train_config(options: dict) -> TrainConfig:
     values = dict(options)
     if values.pop("no_pretrained", False):
         values["pretrained"] = False
-    names = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in values.items() if k in names})
-    config.validate()
+    try:
+        config = recipe_config(values.pop("recipe", "allblast"), **values)
+        config.validate()
+    except (TypeError, ValueError) as exc:
+        raise ScriptError(f"train options refused: {exc}") from None
     return config
 
 

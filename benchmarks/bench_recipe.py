@@ -41,9 +41,12 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-de
 
 def one_run(data, recipe: str, seed: int, args, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = recipe_config(recipe, backbone="tf_efficientnet_lite0", img_size=args.img_size, epochs=args.epochs,
-                            batch_size=args.batch_size, ask_every=0, device=args.device, seed=seed, split="image",
-                            val_fraction=0.15, test_fraction=0.15, **(overrides if recipe != "paper" else {}))
+        settings = dict(backbone="tf_efficientnet_lite0", img_size=args.img_size, epochs=args.epochs,
+                        ask_every=0, device=args.device, seed=seed, split="image", val_fraction=0.15,
+                        test_fraction=0.15)
+        if args.batch_size:  # else each recipe's own
+            settings["batch_size"] = args.batch_size
+        cfg = recipe_config(recipe, **{**settings, **(overrides if recipe != "paper" else {})})
         t, cpu = time.perf_counter(), time.process_time()
         events = drain_events(fit(data, Path(tmp) / "run", cfg))
         wall, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -89,11 +92,11 @@ def table(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--recipes", nargs="+", default=["paper", "allblast"])
+    ap.add_argument("--recipes", nargs="*", default=["paper", "allblast"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--img-size", type=int, default=160)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=0, help="0 (default): each recipe's own")
     ap.add_argument("--per-class", type=int, default=0, metavar="N",
                     help="only the first N cells of each class (a quicker, smaller benchmark; 0 = all)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -30,7 +30,8 @@ def test_paper_recipe_reproduces_the_numbers_from_before_recipes(pbc_dir, tmp_pa
     compared to 1e-6 relative, so a different CPU's last bits do not fail it; any change to the
     recipe moves them by far more. On the machine that made the file they are equal to the bit.)"""
     ref = json.loads((TESTS / "data" / "paper_reference.json").read_text())
-    new = paper_run.run(pbc_dir, tmp_path / "run", **{**RECIPES["paper"], "recipe": "paper"})
+    recipe = {**RECIPES["paper"], "batch_size": paper_run.SETTINGS["batch_size"]}  # the reference's tiny batch
+    new = paper_run.run(pbc_dir, tmp_path / "run", **recipe, recipe="paper")
     assert [e["epoch"] for e in new["epochs"]] == [e["epoch"] for e in ref["epochs"]]
     for got, want in zip(new["epochs"], ref["epochs"]):
         assert got["lr"] == want["lr"]
@@ -52,6 +53,26 @@ def test_old_configs_resume_as_the_paper_recipe():
     assert recipe_config("allblast", lr=3e-4).lr == 3e-4  # explicit settings win over the recipe's
     with pytest.raises(ValueError):
         recipe_config("nope")
+
+
+def test_the_recipe_sets_the_batch_size_unless_the_command_line_does(tmp_path):
+    """allblast trains on half the paper's batch with an EMA (README, Recipes); --batch-size and
+    --lr still win, and --recipe paper is the notebook's batch of 32."""
+    from engine.cli import build_parser
+    from engine.cli.train import config_from_args
+
+    def config(*extra):
+        args = build_parser().parse_args(["train", str(tmp_path), "--out", str(tmp_path / "run"), *extra])
+        return config_from_args(args)
+
+    default = config()
+    assert default.recipe == "allblast" and default.batch_size == 16 and default.ema_decay == 0.998
+    assert default.tta_eval and default.lr == 1e-3
+    paper = config("--recipe", "paper")
+    assert paper.batch_size == 32 and paper.ema_decay == 0 and not paper.tta_eval
+    assert config("--batch-size", "8", "--lr", "3e-4").batch_size == 8
+    assert config("--recipe", "paper", "--lr", "3e-4").lr == 3e-4
+    assert {"batch_size", "ema_decay"} <= set(RECIPE_FIELDS)  # recorded in the model card's recipe
 
 
 def test_warmup_then_cosine_schedule_shape():

@@ -18,13 +18,13 @@ from PySide6.QtWidgets import (
 )
 
 from engine.learn.config import TrainConfig
-from engine.learn.recipes import recipe_config
+from engine.learn.device import device_choices
+from engine.learn.preflight import Preflight, check_training
+from engine.learn.recipes import RECIPES as RECIPE_SETTINGS, recipe_config
+from engine.learn.weights import LITE0, default_img_size, find_weights
 
 RECIPES = (("allblast", "allblast (default; see README, Recipes)"),
            ("paper", "paper (the published notebook exactly)"))
-from engine.learn.device import device_choices
-from engine.learn.preflight import Preflight, check_training
-from engine.learn.weights import LITE0, default_img_size, find_weights
 
 BACKBONES = ("efficientnet_b3", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b4",
              LITE0, "resnet50", "convnext_tiny")
@@ -192,9 +192,10 @@ class TrainDialog(QDialog):
         self._size_edited = bool(size)
         self.img_size.setValue(int(size) if size else self._default_size())
         self.epochs.setValue(int(v.get("epochs", d.epochs)))
-        self.batch_size.setValue(int(v.get("batch_size", d.batch_size)))
-        self.lr.setValue(float(v.get("lr", d.lr)))
         self._select(self.recipe, v.get("recipe", "allblast"))
+        recipe = RECIPE_SETTINGS[self.recipe.currentData()]
+        self.batch_size.setValue(int(v.get("batch_size", recipe["batch_size"])))
+        self.lr.setValue(float(v.get("lr", recipe["lr"])))
         self._select(self.split, v.get("split", d.split))
         self.ask_every.setValue(int(v.get("ask_every", d.ask_every)))
         self._select(self.monitor, v.get("monitor", d.monitor))
@@ -242,6 +243,7 @@ class TrainDialog(QDialog):
         self.lr.valueChanged.connect(self._timer.start)
         for combo in (self.recipe, self.split, self.monitor, self.device):
             combo.currentIndexChanged.connect(self._timer.start)
+        self.recipe.currentIndexChanged.connect(self._on_recipe)
         self._weights_group.buttonToggled.connect(lambda *_: self._timer.start())
         self.weights_file.textChanged.connect(lambda *_: self._timer.start())
 
@@ -251,6 +253,12 @@ class TrainDialog(QDialog):
             self.img_size.setValue(self._default_size())
             self.img_size.blockSignals(False)
         self._timer.start()
+
+    def _on_recipe(self) -> None:
+        """A recipe brings its own batch size and learning rate (both stay editable)."""
+        recipe = RECIPE_SETTINGS[self.recipe.currentData()]
+        self.batch_size.setValue(recipe["batch_size"])
+        self.lr.setValue(recipe["lr"])
 
     def _on_size_edited(self) -> None:
         self._size_edited = self.img_size.value() != self._default_size()

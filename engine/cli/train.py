@@ -37,8 +37,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--test", metavar="DIR", help="separate labelled test folder: the final test pass runs on it, "
                    "and every other cell but the validation split trains (--test-fraction defaults to 0)")
     p.add_argument("--recipe", choices=list(RECIPE_CHOICES), default="allblast", help="paper: the paper's notebook "
-                   "exactly (Adamax 1e-3, flips, plateau halving); allblast (default): the recipe of measured "
-                   "improvements, today the paper's training + TTA on the test pass (README, Recipes)")
+                   "exactly (Adamax 1e-3, batch 32, flips, plateau halving); allblast (default): the recipe of "
+                   "measured improvements: batch 16, an EMA of the weights, TTA on the test pass (README, Recipes)")
     p.add_argument("--split", choices=["patient", "image", "folds", "predefined"], default=None, help=SPLIT_HELP)
     p.add_argument("--backbone", default="efficientnet_b3", help="any timm model name (default: %(default)s)")
     p.add_argument("--weights", metavar="FILE", help="ImageNet weights file for the backbone "
@@ -46,7 +46,8 @@ def add_train_command(sub) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation (no ImageNet weights)")
     p.add_argument("--img-size", type=int, metavar="N", help="input size (default: the backbone's pretrained size)")
     p.add_argument("--epochs", type=int, default=10, metavar="N", help="epochs to train (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help="default: the recipe's (allblast 16, paper 32)")
     p.add_argument("--lr", type=float, default=None, help="Adamax learning rate (default: the recipe's, 1e-3)")
     p.add_argument("--ask-every", type=int, default=5, metavar="N", help="ask 'halt or continue?' every N "
                    "epochs on a terminal, like the paper's notebook; 0 never asks (default: %(default)s)")
@@ -111,7 +112,6 @@ def launch_torchrun(args: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..learn.distributed import is_main_process, launched_by_torchrun, shutdown
-    from ..learn.recipes import recipe_config
 
     if args.ddp and not launched_by_torchrun():
         return launch_torchrun(args, sys.argv[1:])
@@ -122,28 +122,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not isinstance(handler, logging.FileHandler):
                 handler.setLevel(logging.CRITICAL)
     try:
-        return _train(args, recipe_config, main, quiet)
+        return _train(args, main, quiet)
     finally:
         shutdown()
 
 
-def _train(args: argparse.Namespace, recipe_config, main: bool, quiet: bool) -> int:
+def _train(args: argparse.Namespace, main: bool, quiet: bool) -> int:
     from ..learn.fit import fit
 
     data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, quiet), args)
     if main:
         print(summarise_scan(data))
     val = scan_with_progress(args.val, args.val_labels, args.patient_regex, quiet) if args.val else None
-    split = args.split or ("predefined" if args.val else "patient")
-    if split == "predefined" and val is None:
-        raise UserError("--split predefined needs --val DIR")
-    explicit = {"lr": args.lr} if args.lr is not None else {}
-    config = recipe_config(args.recipe, backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
-                           img_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size,
-                           ask_every=args.ask_every, device=args.device, workers=args.workers, seed=args.seed,
-                           split=split, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                           monitor=args.monitor, amp=not args.no_amp, sync_bn=args.sync_bn,
-                           test_dir=os.path.abspath(args.test) if args.test else None, **explicit)
+    config = config_from_args(args)
     if config.ask_every > 0 and main and not sys.stdin.isatty():
         # Nobody can answer: --epochs is the end (a pipe or a scheduler must not train forever).
         # Under torchrun rank 0's config (and so this) is what every rank uses.
@@ -208,6 +199,22 @@ def _train(args: argparse.Namespace, recipe_config, main: bool, quiet: bool) -> 
     if bar is not None:
         bar.close()
     return status
+
+
+def config_from_args(args: argparse.Namespace):
+    """The run's TrainConfig: the recipe's hyper-parameters, then what the command line gives."""
+    from ..learn.recipes import recipe_config
+
+    split = args.split or ("predefined" if args.val else "patient")
+    if split == "predefined" and not args.val:
+        raise UserError("--split predefined needs --val DIR")
+    explicit = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
+    return recipe_config(args.recipe, backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
+                         img_size=args.img_size, epochs=args.epochs, ask_every=args.ask_every, device=args.device,
+                         workers=args.workers, seed=args.seed, split=split, val_fraction=args.val_fraction,
+                         test_fraction=args.test_fraction, monitor=args.monitor, amp=not args.no_amp,
+                         sync_bn=args.sync_bn, test_dir=os.path.abspath(args.test) if args.test else None,
+                         **explicit)
 
 
 def _leaky_label(test_metrics: dict) -> str:

@@ -242,6 +242,35 @@ def test_keep_training_cancels_the_close(qtbot, window, pbc_small, monkeypatch):
     wait_until_done(qtbot, window)
 
 
+def test_the_recipe_brings_its_batch_size_and_learning_rate(qtbot, window, pbc_small):
+    open_and_wait(qtbot, window, pbc_small)
+    dialog = window.training.open_train_dialog()
+    assert dialog.recipe.currentData() == "allblast" and dialog.batch_size.value() == 16
+    assert dialog.config().ema_decay > 0
+    dialog.recipe.setCurrentIndex(dialog.recipe.findData("paper"))
+    config = dialog.config()
+    assert dialog.batch_size.value() == 32 and config.batch_size == 32 and config.lr == 1e-3
+    assert config.recipe == "paper" and config.ema_decay == 0 and not config.tta_eval
+    dialog.batch_size.setValue(8)  # still the user's to change
+    assert dialog.config().batch_size == 8
+    dialog.reject()
+
+
+def test_a_script_trains_with_the_recipe_it_names_else_allblast():
+    """Regression: app.train() built a bare TrainConfig, so scripts always trained the paper's
+    recipe (and could not name one), while the dialog and the CLI default to allblast."""
+    from allblast_gui.scripting import ScriptError, train_config
+
+    default = train_config({"backbone": LITE0, "epochs": 1})
+    assert default.recipe == "allblast" and default.batch_size == 16 and default.ema_decay > 0
+    paper = train_config({"recipe": "paper", "batch_size": 8})
+    assert paper.recipe == "paper" and paper.batch_size == 8 and paper.ema_decay == 0
+    with pytest.raises(ScriptError, match="unknown recipe"):
+        train_config({"recipe": "nope"})
+    with pytest.raises(ScriptError, match="batch_size must be at least 1"):
+        train_config({"batch_size": 0})
+
+
 def test_the_dialog_blocks_a_folder_with_one_class(qtbot, window, pbc_dir, tmp_path):
     one = tmp_path / "one-class"
     (one / "lymphocyte").mkdir(parents=True)
