@@ -146,8 +146,7 @@ class TrainingUI(QObject):
         from .dialogs.train_dialog import TrainDialog  # torch and timm: loaded when first needed
 
         saved = self.prefs.train_settings()
-        dialog = TrainDialog(self.expert_scan(), self.catalog.new_run_dir(saved.get("backbone", "efficientnet_b3")),
-                             saved, self.window)
+        dialog = TrainDialog(self.expert_scan(), self.catalog.root, saved, self.window)
         dialog.accepted.connect(lambda: self._start_from_dialog(dialog))
         dialog.finished.connect(lambda _r: setattr(self, "train_dialog", None))
         self.train_dialog = dialog

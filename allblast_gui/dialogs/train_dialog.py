@@ -23,6 +23,8 @@ from engine.learn.preflight import Preflight, check_training
 from engine.learn.recipes import RECIPES as RECIPE_SETTINGS, recipe_config
 from engine.learn.weights import LITE0, default_img_size, find_weights
 
+from ..models.runs_catalog import new_run_name
+
 RECIPES = (("allblast", "allblast (default; see README, Recipes)"),
            ("paper", "paper (the published notebook exactly)"))
 
@@ -39,12 +41,12 @@ PREFLIGHT_DELAY_MS = 150
 
 
 class TrainDialog(QDialog):
-    def __init__(self, scan, run_dir: Path, saved: dict | None = None, parent: QWidget | None = None,
+    def __init__(self, scan, runs_root: Path, saved: dict | None = None, parent: QWidget | None = None,
                  weights_lookup: Callable = find_weights) -> None:
         super().__init__(parent)
         self.setObjectName("trainDialog")
         self.setWindowTitle("Train Model")
-        self._scan, self._run_dir, self._lookup = scan, Path(run_dir), weights_lookup
+        self._scan, self._runs_root, self._lookup = scan, Path(runs_root), weights_lookup
         self.preflight: Preflight | None = None
         self._size_edited = False
 
@@ -117,7 +119,7 @@ class TrainDialog(QDialog):
         self.counts.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.left_out = QLabel(objectName="trainLeftOut")
         self.left_out.setWordWrap(True)
-        self.run_label = QLabel(f"Run folder: {self._run_dir}", objectName="trainRunDir")
+        self.run_label = QLabel(objectName="trainRunDir")
         self.run_label.setWordWrap(True)
         self.run_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.problems = QLabel(objectName="trainProblems")
@@ -282,7 +284,9 @@ class TrainDialog(QDialog):
             found, status = False, str(exc)
         self.weights_status.setText(f"ImageNet weights: {status}")
         device_ok = self.device.currentData() in {k for k, _ in device_choices()}
-        report = check_training(self._scan, config, self._run_dir.parent, weights_found=found, device_ok=device_ok)
+        report = check_training(self._scan, config, self._runs_root, weights_found=found, device_ok=device_ok)
+        # Named when training starts (RunsCatalog.new_run_dir), after the backbone chosen here.
+        self.run_label.setText(f"Run folder: a new {self._runs_root / new_run_name(config.backbone, '<date>-<time>')}")
         self.preflight = report
         self.counts.setRowCount(len(report.classes))
         for i, c in enumerate(report.classes):

@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 ADDED_KEY, ACTIVE_KEY = "runs_added", "active_model"
 
 
-def new_run_name(backbone: str) -> str:
-    """`<YYYYmmdd-HHMMSS>-<backbone>`: sorts by time, says what was trained."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{backbone.replace('/', '_')}"
+def new_run_name(backbone: str, when: str | None = None) -> str:
+    """`<YYYYmmdd-HHMMSS>-<backbone>`: sorts by time, says what was trained (`when`: the time part)."""
+    return f"{when or time.strftime('%Y%m%d-%H%M%S')}-{backbone.replace('/', '_')}"
 
 
 class RunsCatalog:

@@ -256,6 +256,18 @@ def test_the_recipe_brings_its_batch_size_and_learning_rate(qtbot, window, pbc_s
     dialog.reject()
 
 
+def test_the_dialog_names_the_run_folder_after_the_backbone_chosen(qtbot, window, pbc_small):
+    """Regression: the dialog showed a folder named (and timed) when it opened, after the
+    remembered backbone: `...-efficientnet_b3` while Lite0 was chosen; training made another."""
+    open_and_wait(qtbot, window, pbc_small)
+    dialog = window.training.open_train_dialog()
+    dialog.backbone.setCurrentIndex(dialog.backbone.findData(LITE0))
+    dialog.refresh()
+    root = window.training.catalog.root
+    assert dialog.run_label.text() == f"Run folder: a new {root / ('<date>-<time>-' + LITE0)}"
+    dialog.reject()
+
+
 def test_a_script_trains_with_the_recipe_it_names_else_allblast():
     """Regression: app.train() built a bare TrainConfig, so scripts always trained the paper's
     recipe (and could not name one), while the dialog and the CLI default to allblast."""
