@@ -115,5 +115,6 @@ class Prefs:
 
 
 def _folder_key(folder: str | os.PathLike) -> str:
-    """A QSettings key for a folder (a path's slashes would make groups)."""
-    return hashlib.blake2b(str(Path(folder)).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    """A QSettings key for a folder (a path's slashes would make groups): the resolved path, so a
+    folder reached through a symlink or `..` keeps its settings."""
+    return hashlib.blake2b(str(Path(folder).resolve()).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()

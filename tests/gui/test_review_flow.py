@@ -217,3 +217,19 @@ def test_an_unattended_script_is_never_stopped_by_the_annotator_question(qtbot, 
     first = window.grid.current_path()
     window.review.label_class(1)
     assert window.datasets.current.store.history(first) == []
+
+
+def test_a_folder_keeps_its_auto_contrast_by_any_path_to_it(tmp_path):
+    """Regression: the levels were keyed by the path as given, and the window stores them under
+    the folder's resolved path, so asking through a symlink (CI's ../shared) found none."""
+    from PySide6.QtCore import QSettings
+
+    from allblast_gui.settings import Prefs
+
+    real = tmp_path / "cells"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    prefs = Prefs(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    prefs.set_auto_levels(real, (18, 116))
+    assert prefs.auto_levels(tmp_path / "link") == (18, 116)
+    assert prefs.auto_levels(real / ".." / "cells") == (18, 116)
