@@ -109,7 +109,14 @@ def _run_script_when_ready(window, args: argparse.Namespace, folder: str | None)
     from .scripting import run_script
 
     api = window.script_app
+    # --exit-after: nobody is there to answer a dialog; the window asks nothing (ScriptApp.waiting)
     api.unattended = bool(args.exit_after)
+    if api.unattended and folder and Path(folder).expanduser().is_dir():
+        from .controllers.dataset import folder_concern
+
+        if (concern := folder_concern(Path(folder).expanduser())) is not None:
+            log.warning("%s Opening it without asking: --exit-after runs unattended, and the script's command "
+                        "line names this folder.", concern)
 
     def run() -> None:
         try:

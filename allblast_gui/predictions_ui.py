@@ -35,7 +35,7 @@ class PredictionsUI(QObject):
         c.progress.connect(self._on_progress)
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
-        c.notice.connect(self.message)
+        c.notice.connect(self.message)  # at once; and again with the result (_on_finished)
         c.saliencyReady.connect(window.inspector.show_saliency)
         c.saliencyFailed.connect(window.inspector.saliency_failed)
         window.inspector.saliencyRequested.connect(c.saliency)
@@ -145,7 +145,10 @@ class PredictionsUI(QObject):
         else:
             n = len(predictions)
             skipped = len(predictions.problems)
-            self.message.emit(f"Predicted {n:,} cells with {self.controller.shown.name}"
+            # A fallback (OpenVINO could not start, torch predicted) stays in the final line: the
+            # notice itself is replaced as soon as the first cells are done.
+            notice = f" ({self.controller.last_notice})" if self.controller.last_notice else ""
+            self.message.emit(f"Predicted {n:,} cells with {self.controller.shown.name}{notice}"
                               + (f"; {skipped} unreadable" if skipped else "")
                               + ". Sort by doubt (smallest margin) to review the uncertain ones first.")
 

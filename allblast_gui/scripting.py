@@ -35,8 +35,18 @@ class ScriptApp:
     def __init__(self, window) -> None:
         self._window = window
         self.failed = False  # a script raised (the exit status of --exit-after / quit())
-        self.waiting = False  # inside open(): the window leaves error boxes to the script
+        self._waiting = False
         self.unattended = False  # --exit-after: nobody answers dialogs (e.g. the annotator question)
+
+    @property
+    def waiting(self) -> bool:
+        """Inside open(), or unattended (--exit-after): the window asks nothing (a large folder is
+        opened: the script asked for it) and leaves error boxes to the script: nobody would answer."""
+        return self._waiting or self.unattended
+
+    @waiting.setter
+    def waiting(self, value: bool) -> None:
+        self._waiting = bool(value)
 
     @property
     def window(self):
@@ -90,6 +100,11 @@ class ScriptApp:
         ui = self._window.training
         if ui.controller.running:
             raise ScriptError("a training run is in progress; app.stop_training() first")
+        if self.unattended and on_ask is None and config.ask_every > 0:
+            # as the CLI off a terminal: nobody would answer the continue dialog, epochs is the end
+            log.warning("unattended (--exit-after) and no on_ask: training %d epochs without asking to continue",
+                        config.epochs)
+            config.ask_every = 0
         found = None if (config.weights or not config.pretrained) else find_weights(config.backbone).found
         report = check_training(ui.expert_scan(), config, ui.catalog.root, weights_found=found)
         if not report.ok:

@@ -96,6 +96,7 @@ class TrainingUI(QObject):
         c.failed.connect(self._on_failed)
         c.runningChanged.connect(self._on_running)
         d.stopRequested.connect(self.stop)
+        d.trainRequested.connect(self.open_train_dialog)
         self.runs.runSelected.connect(self._show_run)
         self.runs.resumeRequested.connect(self.resume)
         self.runs.activateRequested.connect(self.set_active)
@@ -124,6 +125,9 @@ class TrainingUI(QObject):
         self.dataset = dataset
         self.catalog = RunsCatalog(dataset.store) if dataset is not None else None
         self.refresh_runs()
+        if not self.controller.running:  # no curves of another folder's run, nor empty plots
+            runs = self.runs.model.rowCount()
+            self.dashboard.show_empty("no-folder" if dataset is None else "no-run-shown" if runs else "no-run", runs)
 
     def expert_scan(self):
         """The open folder's scan with the expert's current labels (what training uses)."""

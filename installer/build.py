@@ -1,12 +1,17 @@
 """Build the offline installer: `python installer/build.py [--weights [BACKBONE=]FILE] [--demo DIR]`.
 
 Makes `dist/allblast-<version>-<os>-<arch>/`, a PyInstaller one-folder bundle with both programs
-(`allblast`, `allblast-engine`), the Lite0 ImageNet weights, the icons and report templates, a
-demo folder of a few C-NMC cells with their license and a README for the person installing it.
-On Linux it also writes `dist/allblast-<version>-linux-<arch>.tar.gz` with a .desktop file, the
-icon and `install.sh`. The bundle takes whichever torch this Python has (CPU or CUDA).
+(`allblast`, `allblast-engine`), the fast CPU backends (OpenVINO, ONNX Runtime; `--no-fast-backends`
+leaves them out), the Lite0 ImageNet weights, the icons and report templates, a demo folder of a
+few C-NMC cells with their license and a README for the person installing it. On Linux it also
+writes `dist/allblast-<version>-linux-<arch>.tar.gz` with a .desktop file, the icon and
+`install.sh`. The bundle takes whichever torch this Python has (CPU or CUDA), and prints the ten
+largest parts of what it made.
 
-Needs the `installer` extra: `pip install -e ".[installer]"`. PyInstaller's work files go to
+It builds from tested versions only: the building environment must have the versions of
+constraints.txt (what CI last passed with), else it stops with one line naming the packages that
+differ (`--allow-untested` goes on with a warning). Make that environment with
+`python -m pip install -e ".[installer,fast]" -c constraints.txt`. PyInstaller's work files go to
 build/pyinstaller/ (setuptools uses build/ for its own).
 """
 from __future__ import annotations
@@ -30,14 +35,15 @@ SVG_ICON = ROOT / "resources" / "icons" / "allblast.svg"
 DEFAULT_DEMO = ROOT.parent / "shared" / "data" / "cnmc-samples"
 DEMO_PER_CLASS = 4  # cells per class in the demo folder, from as many patients as there are
 DEFAULT_WEIGHTS_BACKBONE = "efficientnet_b3"
+GUI_NAME, ENGINE_NAME = "allblast", "allblast-engine"  # as in allblast.spec and launcher.py
 IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")
 log = logging.getLogger("installer.build")
 
 sys.path.insert(0, str(ROOT))  # the engine's version and weights checks, from this checkout
+sys.path.insert(0, str(HERE))  # build_checks, also when this file is loaded by path (the tests)
 
-
-class BuildError(Exception):
-    """A problem the person building can fix; printed as one line."""
+import build_checks as checks  # noqa: E402
+from build_checks import FAST_BACKENDS, BuildError  # noqa: E402
 
 
 def version() -> str:
@@ -164,8 +170,9 @@ def render_icon_png(out: Path, size: int = 256) -> Path:
 
 
 # ---- the bundle --------------------------------------------------------------------------------
-def run_pyinstaller(dist: Path, name: str, weights_dir: Path | None, icon_png: Path) -> Path:
-    env = dict(os.environ, ALLBLAST_BUNDLE_NAME=name, ALLBLAST_ICON_PNG=str(icon_png))
+def run_pyinstaller(dist: Path, name: str, weights_dir: Path | None, icon_png: Path, fast: bool = True) -> Path:
+    env = dict(os.environ, ALLBLAST_BUNDLE_NAME=name, ALLBLAST_ICON_PNG=str(icon_png),
+               ALLBLAST_BUNDLE_FAST="1" if fast else "0")
     env.pop("ALLBLAST_BUNDLE_WEIGHTS_DIR", None)
     if weights_dir is not None:
         env["ALLBLAST_BUNDLE_WEIGHTS_DIR"] = str(weights_dir)
@@ -182,6 +189,9 @@ def run_pyinstaller(dist: Path, name: str, weights_dir: Path | None, icon_png: P
 
 
 def add_linux_files(bundle: Path) -> None:
+    # One executable (allblast.spec): the engine is the same file, started by another name.
+    (bundle / ENGINE_NAME).unlink(missing_ok=True)
+    (bundle / ENGINE_NAME).symlink_to(GUI_NAME)
     shutil.copy2(SVG_ICON, bundle / "allblast.svg")
     shutil.copy2(HERE / "linux" / "allblast.desktop", bundle / "allblast.desktop")
     shutil.copy2(HERE / "linux" / "install.sh", bundle / "install.sh")
@@ -202,9 +212,32 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+def largest_parts(bundle: Path, n: int = 10, depth: int = 2) -> list[tuple[str, int]]:
+    """The `n` largest parts of a bundle, largest first: inside _internal/ the files and folders
+    `depth` levels down (`_internal/nvidia/cudnn`, `_internal/torch/lib`), beside it each entry
+    (the executable, `demo`)."""
+    sizes: dict[str, int] = defaultdict(int)
+    for f in bundle.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            parts = f.relative_to(bundle).parts
+            sizes["/".join(parts[:depth + 1] if parts[0] == "_internal" else parts[:1])] += f.stat().st_size
+    return sorted(sizes.items(), key=lambda item: -item[1])[:n]
+
+
+def print_largest_parts(bundle: Path, total: int) -> None:
+    print(f"the ten largest parts of {bundle.name} ({total / 1e6:,.0f} MB in all):")
+    for part, size in largest_parts(bundle):
+        print(f"  {size / 1e6:8,.0f} MB  {100 * size / total:4.1f} %  {part}")
+
+
 def build(args: argparse.Namespace) -> Path:
     demo = Path(args.demo).expanduser().resolve()
     pick_demo_cells(demo)  # fail now, not after a long PyInstaller run
+    untested = checks.check_tested_versions(args.allow_untested)
+    if untested:
+        print(f"build.py: warning: building from untested versions (--allow-untested): {', '.join(untested)}",
+              file=sys.stderr)
+    checks.check_fast_backends(not args.no_fast_backends)
     try:
         import PyInstaller  # noqa: F401
     except ImportError as exc:
@@ -217,12 +250,15 @@ def build(args: argparse.Namespace) -> Path:
     bundle = dist / name
     if bundle.exists():
         shutil.rmtree(bundle)
-    bundle = run_pyinstaller(dist, name, weights_dir if staged else None, icon)
+    bundle = run_pyinstaller(dist, name, weights_dir if staged else None, icon, fast=not args.no_fast_backends)
     demo_bytes = write_demo(demo, bundle / "demo")
     shutil.copy2(HERE / "bundle-README.txt", bundle / "README.txt")
     if sys.platform.startswith("linux"):
         add_linux_files(bundle)
-    print(f"bundle: {bundle} ({folder_size(bundle) / 1e6:.0f} MB; demo {demo_bytes / 1e3:.0f} kB; "
+    total = folder_size(bundle)
+    print_largest_parts(bundle, total)
+    print(f"bundle: {bundle} ({total / 1e6:,.0f} MB; demo {demo_bytes / 1e3:.0f} kB; "
+          f"fast backends: {'none' if args.no_fast_backends else ', '.join(FAST_BACKENDS[:2])}; "
           f"extra weights: {', '.join(n for n, _ in staged) or 'none'})")
     if sys.platform.startswith("linux") and not args.no_archive:
         tarball = make_tarball(bundle)
@@ -244,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "layout; default ../shared/data/cnmc-samples)")
     p.add_argument("--dist", default=str(ROOT / "dist"), metavar="DIR", help="where the bundle goes (default dist/)")
     p.add_argument("--no-archive", action="store_true", help="Linux: do not write the .tar.gz")
+    p.add_argument("--no-fast-backends", action="store_true",
+                   help="leave OpenVINO, ONNX Runtime and onnx out (142 MB less unpacked, 46 MB in the "
+                        "archive); predictions then run through torch")
+    p.add_argument("--allow-untested", action="store_true",
+                   help="build although this Python's versions differ from constraints.txt (warns)")
     return p
 
 

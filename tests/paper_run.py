@@ -6,8 +6,10 @@ before recipes existed, to record what "today's behaviour" was:
     git worktree add /tmp/ref 0cf73f7
     PYTHONPATH=/tmp/ref python tests/paper_run.py ../shared/data/pbc-dev > tests/data/paper_reference.json
 
-It prints JSON: every epoch's train and validation metrics, the test metrics, and a sha256 of the
-final (last.pt) weights.
+It prints JSON: every epoch's train and validation metrics, the test metrics, a sha256 of the
+final (last.pt) weights, and a per-tensor fingerprint of them (float64 sum and sum of squares),
+with the CPU capability torch ran on (the sha256 is bit-exact on that capability only; the
+fingerprint compares the weights on any CPU).
 """
 from __future__ import annotations
 
@@ -45,12 +47,15 @@ def run(data_dir, out_dir, **config) -> dict:
     for k, v in weights.items():
         h.update(k.encode())
         h.update(v.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    fingerprint = {k: [v.double().sum().item(), v.double().square().sum().item()]
+                   for k, v in weights.items() if v.is_floating_point()}
     keep = ("loss", "accuracy")
     epochs = [{"epoch": m["epoch"], "lr": m["lr"], "train": {k: m["train"][k] for k in keep},
                "val": {k: m["val"][k] for k in ("loss", "accuracy", "weighted_f1")}} for m in rd.read_metrics()]
     test = rd.read_model_card()["test_metrics"]
     return {"epochs": epochs, "test": {k: test[k] for k in ("accuracy", "weighted_f1", "loss")},
-            "weights_sha256": h.hexdigest()}
+            "weights_sha256": h.hexdigest(), "weights_fingerprint": fingerprint,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 if __name__ == "__main__":

@@ -16,40 +16,24 @@ import torch
 
 from engine.cli import main
 from engine.learn.backends import cache as cache_mod
-from engine.learn.backends.openvino_backend import import_openvino
 from engine.learn.backends.loader import open_predictor
 from engine.learn.inference import predict
-from engine.learn.model import build_model, save_model, temperature_of
-from engine.learn.weights import LITE0
+from engine.learn.model import temperature_of
+
+import backend_jobs as jobs  # tests/backend_jobs.py: the OpenVINO work, each job in a spawned child
+from backend_jobs import PBC_CLASSES, in_child, save_cell_model as _save_cell_model
+from conftest import REQUIRE_SHARED
 
 REPO = Path(__file__).resolve().parents[1]
-PBC_CLASSES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
-# Each test runs in a forked child: OpenVINO's native thread pools, once started in the pytest
-# process, made it die with SIGSEGV tens of tests later (when later tests fork), in full runs only.
-pytestmark = pytest.mark.forked
+# The pytest process never imports OpenVINO (tests/conftest.py): every test that needs it runs that
+# work in a spawned child (tests/backend_jobs.py) and asserts here on what the child returns.
 for _package in ("openvino", "onnxruntime", "onnx"):  # looked up, not imported, in this process
     try:
         importlib.metadata.distribution(_package)
     except importlib.metadata.PackageNotFoundError:
+        if REQUIRE_SHARED:  # CI installs the test extra, which has them: missing is a broken install
+            pytest.fail(f"{_package} is not installed, but the test extra installs it", pytrace=False)
         pytest.skip(f"{_package} is not installed (pip install -e \".[fast]\")", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True)
-def openvino_importable(monkeypatch):
-    """tests/conftest.py keeps OpenVINO out of the pytest process; in these forked children it loads."""
-    monkeypatch.delitem(sys.modules, "openvino", raising=False)
-
-
-def _save_cell_model(path: Path, seed: int, img_size: int = 128) -> Path:
-    """Lite0 with its ImageNet backbone and a random, sharpened head: confident, distinct
-    probabilities, so a backend that feeds the network differently changes the top class."""
-    torch.manual_seed(seed)
-    model, spec, _ = build_model(LITE0, PBC_CLASSES, img_size=img_size)
-    with torch.no_grad():
-        model.head[-1].weight.mul_(20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(path, model, spec, calibration={"temperature": 1.3})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +63,15 @@ def _predict_with(backend: str, model_path: Path, root: Path, cells: list[str], 
     return _probs(open_predictor(model_path, backend=backend, device="cpu"), root, cells, **kwargs)
 
 
+def assert_agrees(got: dict, reference, name: str) -> None:
+    """A backend's predictions are torch's: same rows, the same top class on >= 99.5 % of cells,
+    every probability within 0.01."""
+    assert got["paths"] == reference.paths, name
+    agree = np.mean(np.array(got["predicted"]) == np.array(reference.predicted))
+    assert agree >= 0.995, f"{name}: top class agrees on {agree:.1%}"
+    assert np.abs(got["probs"] - reference.probs).max() <= 0.01, name
+
+
 @pytest.mark.slow  # 200 cells through three backends: about 20 s idle, a minute on a loaded 2-core machine
 @pytest.mark.shared_data
 def test_openvino_and_onnxruntime_agree_with_torch_on_real_pbc_cells(run_model, pbc_dir):
@@ -86,48 +79,40 @@ def test_openvino_and_onnxruntime_agree_with_torch_on_real_pbc_cells(run_model, 
     reference = _predict_with("torch", run_model, pbc_dir, cells)
     assert len(reference) == 200 and reference.probs.max(1).mean() > 0.5  # not a uniform non-answer
     for backend in ("openvino", "onnxruntime"):
-        got = _predict_with(backend, run_model, pbc_dir, cells)
-        assert got.paths == reference.paths
-        agree = np.mean(np.array(got.predicted) == np.array(reference.predicted))
-        assert agree >= 0.995, f"{backend}: top class agrees on {agree:.1%}"
-        assert np.abs(got.probs - reference.probs).max() <= 0.01, backend
+        assert_agrees(in_child(jobs.predict_with, backend, str(run_model), str(pbc_dir), cells), reference, backend)
     # TTA runs through the chosen backend: its four views agree with torch's too.
     tta_ref = _predict_with("torch", run_model, pbc_dir, cells[::10], tta=True)
-    tta_ov = _predict_with("openvino", run_model, pbc_dir, cells[::10], tta=True)
-    assert np.abs(tta_ov.probs - tta_ref.probs).max() <= 0.01
-    assert np.abs(tta_ov.probs - reference.probs[::10]).max() > 1e-3  # the views did change the numbers
+    tta_ov = in_child(jobs.predict_with, "openvino", str(run_model), str(pbc_dir), cells[::10], tta=True)
+    assert np.abs(tta_ov["probs"] - tta_ref.probs).max() <= 0.01
+    assert np.abs(tta_ov["probs"] - reference.probs[::10]).max() > 1e-3  # the views did change the numbers
 
 
-def test_the_compiled_model_is_cached_beside_the_run_and_replaced_when_the_model_changes(tmp_path, pbc_dir,
-                                                                                     monkeypatch):
+@pytest.mark.shared_data
+def test_the_parity_check_fails_a_backend_that_shifts_torchs_logits(run_model, pbc_dir):
+    """The test double of a wrong backend (torch's logits, one class raised by 2) goes through the
+    same child and the same check, and the check fails it."""
+    cells = _pbc_sample(pbc_dir, 5)
+    reference = _predict_with("torch", run_model, pbc_dir, cells)
+    wrong = in_child(jobs.predict_with, "shifted-torch", str(run_model), str(pbc_dir), cells)
+    with pytest.raises(AssertionError):
+        assert_agrees(wrong, reference, "shifted-torch")
+
+
+def test_the_compiled_model_is_cached_beside_the_run_and_replaced_when_the_model_changes(tmp_path, pbc_dir):
     model_path = _save_cell_model(tmp_path / "run" / "model.pt", seed=1, img_size=64)
     cells = _pbc_sample(pbc_dir, 1)
-    first = open_predictor(model_path, backend="openvino", precision="f32")
-    entry = first.backend.cache_dir.parent
-    assert entry.parent == model_path.parent / cache_mod.CACHE_FOLDER and first.sha256[:16] in entry.name
-    assert (entry / "model.onnx").is_file() and any(first.backend.cache_dir.iterdir())
-    assert not first.backend.from_cache  # the first use compiles
-
-    import engine.learn.backends.onnx_export as export_mod
-
-    def no_export(*args, **kwargs):
-        raise AssertionError("exported again although the model did not change")
-
-    original = export_mod.export_onnx
-    monkeypatch.setattr(export_mod, "export_onnx", no_export)
-    second = open_predictor(model_path, backend="openvino", precision="f32")
-    assert second.backend.from_cache and second.backend.cache_dir == first.backend.cache_dir
-    before = _probs(second, pbc_dir, cells).probs
-    monkeypatch.setattr(export_mod, "export_onnx", original)
-
-    _save_cell_model(model_path, seed=2, img_size=64)  # retrained: same file, new weights
-    third = open_predictor(model_path, backend="openvino", precision="f32")
-    assert third.sha256 != first.sha256 and not third.backend.from_cache
-    assert not entry.exists()  # the old version's files are gone
-    after = _probs(third, pbc_dir, cells).probs
+    got = in_child(jobs.cache_lifecycle, str(model_path), str(pbc_dir), cells)
+    entry = Path(got["entry"])
+    assert entry.parent == model_path.parent / cache_mod.CACHE_FOLDER and got["sha_first"][:16] in entry.name
+    assert got["entry_has_onnx"] and got["compiled_files"] > 0
+    assert not got["first_from_cache"] and got["exports_first"] == 1  # the first use exports and compiles
+    # the second use reads both from the cache
+    assert got["second_from_cache"] and got["second_cache_dir_same"] and got["exports_second"] == 0
+    # retrained: a new version, compiled again, the old version's files gone
+    assert got["sha_third"] != got["sha_first"] and not got["third_from_cache"] and not got["old_entry_exists"]
     reference = _predict_with("torch", model_path, pbc_dir, cells)
-    assert np.abs(after - before).max() > 0.05  # the new weights, not the cached old ones
-    np.testing.assert_allclose(after, reference.probs, atol=1e-3)
+    assert np.abs(got["after"] - got["before"]).max() > 0.05  # the new weights, not the cached old ones
+    np.testing.assert_allclose(got["after"], reference.probs, atol=1e-3)
 
 
 def _torch_args(model_path: Path):
@@ -166,20 +151,19 @@ def test_precisions_a_backend_cannot_run_are_one_clear_line(run_model, small_fol
     assert main([*args, "--backend", "onnxruntime", "--precision", "bf16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "f32 only" in err[0]
-    has_bf16 = "BF16" in import_openvino().Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    rc = main([*args, "--backend", "openvino", "--precision", "bf16"])
-    captured = capsys.readouterr()
-    if has_bf16:  # this CPU runs bf16: the output and the sidecar say so
-        assert rc == 0 and "openvino bf16 on cpu" in captured.out
+    got = in_child(jobs.cli, [*args, "--backend", "openvino", "--precision", "bf16"], with_openvino_caps=True)
+    if "BF16" in got["caps"]:  # this CPU runs bf16: the output and the sidecar say so
+        assert got["rc"] == 0 and "openvino bf16 on cpu" in got["out"]
         assert json.loads((tmp_path / "p.csv.model.json").read_text())["precision"] == "bf16"
     else:  # OpenVINO would silently run f32: refused instead
-        lines = captured.err.strip().splitlines()
-        assert rc == 2 and len(lines) == 1 and "cannot run bf16" in lines[0] and not (tmp_path / "p.csv").exists()
+        lines = got["err"].strip().splitlines()
+        assert got["rc"] == 2 and len(lines) == 1 and "cannot run bf16" in lines[0]
+        assert not (tmp_path / "p.csv").exists()
 
 
 def test_the_fast_backends_never_import_timm_or_torchvision(run_model, small_folder, tmp_path):
     """Nor OpenVINO's usage telemetry: nothing is sent from a clinical workstation."""
-    open_predictor(run_model, backend="openvino")  # the export is cached: a later predict only reads it
+    in_child(jobs.prepare_export, str(run_model))  # the export is cached: a later predict only reads it
     script = (
         "import json, sys\n"
         "from engine.cli import main\n"
@@ -222,26 +206,21 @@ def test_export_writes_an_onnx_file_that_reproduces_the_model(run_model, tmp_pat
 def test_openvino_splits_a_batch_over_its_streams_and_keeps_the_order(run_model):
     """The batch is cut into one slice per CPU stream, run at once and joined: any batch size,
     smaller than the number of streams too, comes back whole and in order."""
-    ov = open_predictor(run_model, backend="openvino", device="cpu")
     ref = open_predictor(run_model, backend="torch", device="cpu")
-    assert len(ov.backend.requests) >= 1
     torch.manual_seed(1)
     x = torch.randn(7, 3, 128, 128)
     expected = ref.backend.logits(x.contiguous(memory_format=torch.channels_last))
-    for n in (1, 2, 7):
-        got = ov.backend.logits(x[:n].contiguous())
-        assert got.shape == (n, len(PBC_CLASSES))
-        torch.testing.assert_close(got, expected[:n], atol=2e-3, rtol=1e-3)
+    got = in_child(jobs.stream_logits, str(run_model), x.numpy(), [1, 2, 7])
+    assert got["requests"] >= 1
+    for n, logits in got["logits"].items():
+        assert logits.shape == (n, len(PBC_CLASSES))
+        torch.testing.assert_close(torch.from_numpy(logits), expected[:n], atol=2e-3, rtol=1e-3)
 
 
 def test_predict_workers_start_from_a_fork_server_and_give_the_same_csv(run_model, small_folder, tmp_path):
     """With OpenVINO loaded, `predict --workers N` starts its loader workers from a fork server
     (never a fork of this process), gives the CSV that in-process decoding gives, and leaves this
     process's worker start method as it was."""
-    from engine.utils.jobs import worker_start_method
-
-    base = ["-q", "predict", str(run_model), str(small_folder), "--backend", "openvino", "--device", "cpu"]
-    assert main([*base, "--out", str(tmp_path / "w0.csv"), "--workers", "0"]) == 0
-    assert main([*base, "--out", str(tmp_path / "w1.csv"), "--workers", "1"]) == 0
-    assert worker_start_method() is None
-    assert (tmp_path / "w1.csv").read_text() == (tmp_path / "w0.csv").read_text()
+    got = in_child(jobs.predict_workers, str(run_model), str(small_folder), str(tmp_path))
+    assert got["rcs"] == [0, 0] and got["method"] is None
+    assert got["csv"][1] == got["csv"][0] and got["csv"][0].count("\n") == 9  # a header and 8 cells

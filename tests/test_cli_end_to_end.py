@@ -61,46 +61,113 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def test_predict_in_a_new_process_gives_the_same_probabilities(run_dir, cnmc_dir, tmp_path):
-    from engine.data.scan import scan
-    from engine.learn.inference import predict
-    from engine.learn.model import load_model, temperature_of
+TEMPERATURE = 1.7  # a calibrated model: a CLI that ignored the temperature gives other probabilities
 
+
+@pytest.fixture(scope="module")
+def calibrated_model(run_dir, tmp_path_factory) -> Path:
+    """The run's model saved with a calibration temperature of 1.7 (the run's two validation cells
+    were too few to fit one, so its own model.pt says 1.0 and could not tell T from no T)."""
+    from engine.learn.model import load_model, save_model
+
+    model, spec, extras = load_model(run_dir / "model.pt")
+    path = tmp_path_factory.mktemp("calibrated") / "model.pt"
+    save_model(path, model, spec, **{**extras, "calibration": {"temperature": TEMPERATURE}})
+    return path
+
+
+def _logits_by_hand(model_path: Path, root: Path, paths: list[str]) -> np.ndarray:
+    """The network's logits for each file, one image at a time, without the inference module
+    (no batching, DataLoader or backend): decode, resize, normalise, forward."""
+    import torch
+
+    from engine.data.dataset import resize_square, to_model_input
+    from engine.data.imaging import read_rgb
+    from engine.learn.model import load_model
+
+    model, spec, _ = load_model(model_path, "cpu")
+    out = []
+    with torch.inference_mode():
+        for rel in paths:
+            square = resize_square(read_rgb(root / rel), spec.img_size, spec.interpolation)
+            x = torch.from_numpy(np.ascontiguousarray(square.transpose(2, 0, 1)))[None]
+            out.append(model(to_model_input(x, spec, "cpu", channels_last=False))[0].double().numpy())
+    return np.array(out)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def test_predict_in_a_new_process_divides_by_the_calibrated_temperature(calibrated_model, cnmc_dir, tmp_path):
+    data = cnmc_dir / "training_data"
     out = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "-q", "predict", str(run_dir / "model.pt"),
-                           str(cnmc_dir / "validation_data"), "--out", str(out), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "-q", "predict", str(calibrated_model), str(data),
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = _read_csv(out)
-    header = list(rows[0])
-    assert header[:5] == ["path", "patient", "predicted", "p_all", "p_hem"]
-    assert {r["path"] for r in rows} == {"C-NMC_test_prelim_phase_data/1002.bmp", "C-NMC_test_prelim_phase_data/1005.bmp"}
-    assert {r["patient"] for r in rows} == {"H49", "57"}
+    assert list(rows[0])[:5] == ["path", "patient", "predicted", "p_all", "p_hem"]
+    assert sorted(r["path"] for r in rows) == sorted(p.relative_to(data).as_posix() for p in data.rglob("*.bmp"))
+    assert json.loads(Path(f"{out}.model.json").read_text())["calibration_temperature"] == TEMPERATURE
 
-    model, spec, extras = load_model(run_dir / "model.pt", "cpu")
-    data = scan(cnmc_dir / "validation_data")
-    # the CLI divides by the calibrated temperature saved in model.pt: so must this reference
-    here = predict(model, spec, data.root, data.cells, device="cpu", temperature=temperature_of(extras))
-    there = {r["path"]: [float(r["p_all"]), float(r["p_hem"])] for r in rows}
-    for path, probs in zip(here.paths, here.probs):
-        np.testing.assert_allclose(there[path], probs, atol=1e-5)
-        assert abs(sum(there[path]) - 1) < 1e-4
+    paths = [r["path"] for r in rows]
+    logits = _logits_by_hand(calibrated_model, data, paths)
+    expected, uncalibrated = _softmax(logits / TEMPERATURE), _softmax(logits)
+    there = np.array([[float(r["p_all"]), float(r["p_hem"])] for r in rows])
+    # The model must be unsure enough for T to matter, or a CLI that ignored it would pass too.
+    assert np.abs(uncalibrated - expected).max() > 0.01
+    np.testing.assert_allclose(there, expected, atol=2e-5)  # the CSV has 6 decimals; OpenVINO f32 vs torch
+    assert [r["predicted"] for r in rows] == [("all", "hem")[i] for i in expected.argmax(1)]
+    top2 = np.sort(expected, 1)[:, ::-1]
+    np.testing.assert_allclose([float(r["margin"]) for r in rows], top2[:, 0] - top2[:, 1], atol=2e-5)
+    assert {r["patient"] for r in rows} == {"1", "67", "68", "78", "H6", "H48", "H3"}
 
 
-def test_predict_with_tta_and_evaluate(run_dir, cnmc_dir, tmp_path):
-    assert main(["-q", "predict", str(run_dir / "model.pt"), str(cnmc_dir / "training_data"),
-                 "--out", str(tmp_path / "p.csv"), "--tta", "--device", "cpu"]) == 0
-    assert len(_read_csv(tmp_path / "p.csv")) == 15
-    out = tmp_path / "eval.json"
-    assert main(["-q", "evaluate", str(run_dir / "model.pt"), str(cnmc_dir / "validation_data"), "--json", str(out),
-                 "--device", "cpu"]) == 0
-    report = json.loads(out.read_text())
-    for key in ("n", "accuracy", "weighted_f1", "macro_f1", "balanced_accuracy", "per_class",
-                "confusion_matrix", "classes", "roc_auc", "per_patient"):
-        assert key in report, key
-    assert report["n"] == 2 and report["classes"] == ["all", "hem"]
-    assert sum(map(sum, report["confusion_matrix"])) == 2
-    assert {r["patient"] for r in report["per_patient"]} == {"H49", "57"}
+def test_evaluate_reports_what_scikit_learn_computes_from_the_predictions(calibrated_model, cnmc_dir, tmp_path,
+                                                                          capsys):
+    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                                 precision_recall_fscore_support, roc_auc_score)
+
+    data = cnmc_dir / "training_data"
+    common = [str(calibrated_model), str(data), "--tta", "--device", "cpu", "--backend", "torch"]
+    assert main(["-q", "predict", *common[:2], "--out", str(tmp_path / "p.csv"), *common[2:]]) == 0
+    capsys.readouterr()
+    assert main(["-q", "evaluate", *common[:2], "--json", str(tmp_path / "eval.json"), *common[2:]]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "eval.json").read_text())
+
+    rows = _read_csv(tmp_path / "p.csv")
+    assert len(rows) == 15
+    # The truth from the class folder each file sits in (fold_0/<class>/...), not from the engine.
+    truth = [Path(r["path"]).parent.name for r in rows]
+    pred = [r["predicted"] for r in rows]
+    classes = ["all", "hem"]
+    assert set(truth) == set(classes) and report["classes"] == classes and report["n"] == 15
+    prec, rec, f1, support = precision_recall_fscore_support(truth, pred, labels=classes, zero_division=0)
+    assert report["accuracy"] == pytest.approx(accuracy_score(truth, pred), abs=1e-9)
+    assert report["weighted_f1"] == pytest.approx(f1_score(truth, pred, labels=classes, average="weighted",
+                                                           zero_division=0), abs=1e-9)
+    assert report["macro_f1"] == pytest.approx(f1_score(truth, pred, labels=classes, average="macro",
+                                                        zero_division=0), abs=1e-9)
+    assert report["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(truth, pred), abs=1e-9)
+    for i, c in enumerate(classes):
+        got = report["per_class"][c]
+        assert (got["precision"], got["recall"], got["f1"]) == pytest.approx((prec[i], rec[i], f1[i]), abs=1e-9), c
+        assert got["support"] == support[i]
+    assert report["confusion_matrix"] == confusion_matrix(truth, pred, labels=classes).tolist()
+    auc = roc_auc_score([t == "hem" for t in truth], [float(r["p_hem"]) for r in rows])
+    assert report["roc_auc"] == pytest.approx(auc, abs=1e-6)
+    # Per patient: the cells and the share predicted as each class.
+    for row in report["per_patient"]:
+        mine = [p for r, p in zip(rows, pred) if r["patient"] == row["patient"]]
+        assert row["cells"] == len(mine) and row["predicted"]["all"] == pytest.approx(mine.count("all") / len(mine))
+    assert sum(r["cells"] for r in report["per_patient"]) == 15
+    # The printed line says the same numbers.
+    for name, key in (("accuracy", "accuracy"), ("weighted F1", "weighted_f1"), ("macro F1", "macro_f1"),
+                      ("ROC AUC", "roc_auc")):
+        assert f"{name} {report[key]:.4f}" in printed, (name, printed)
+    assert printed.startswith("n 15 ")
 
 
 def test_image_split_is_labelled_leaky(cnmc_dir, tmp_path):

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from engine.labels.store import LabelStore
 from engine.learn.model import build_model, load_model, save_model
 from engine.learn.runs import RunDir
 
-NOBODY = 65534
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -54,27 +52,9 @@ def labelled_folder(pbc_dir):
     shutil.rmtree(base)
 
 
-def _make_read_only(root: Path) -> None:
-    for path in [*root.rglob("*"), root]:
-        os.chmod(path, (0o555 if path.is_dir() else 0o444))
-
-
-def _engine_as_other_user(home: Path, *args: str) -> subprocess.CompletedProcess:
-    """allblast-engine run by a user who cannot write the folder: as root, the child imports what it
-    needs and then drops to `nobody` (root ignores permission bits; nobody cannot read root's home)."""
-    driver = textwrap.dedent(f"""
-        import os, sys
-        import engine.cli, engine.cli.labels, engine.labels.project, engine.labels.csv_io, engine.labels.outputs
-        import engine.data.scan, engine.utils.files, platformdirs, sqlite3, csv
-        engine.cli.build_parser()  # imports every command module while they can still be read
-        if os.geteuid() == 0:
-            os.setgid({NOBODY}); os.setuid({NOBODY})
-        sys.exit(engine.cli.main(sys.argv[1:]))
-    """)
-    env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home / "data"), "XDG_STATE_HOME": str(home / "state"),
-           "XDG_CACHE_HOME": str(home / "cache"), "XDG_CONFIG_HOME": str(home / "config")}
-    return subprocess.run([sys.executable, "-c", driver, "-q", *args], capture_output=True, text=True, cwd=REPO,
-                          env=env, timeout=300)
+# One home for "a user who cannot write the folder": tests/unprivileged.py.
+from unprivileged import engine_as_other_user as _engine_as_other_user  # noqa: E402
+from unprivileged import make_read_only as _make_read_only  # noqa: E402
 
 
 @pytest.mark.skipif(not _can_drop_privileges(), reason="needs a user that cannot write the folder")

@@ -177,20 +177,32 @@ def test_per_patient_rows():
 
 def test_scoring_20000_predictions_is_linear():
     """Regression: `evaluate` rebuilt the list of predicted classes for every scored cell
-    (quadratic: 18 s for 15,000 cells in that line alone). 20,000 cells must score within 1 s."""
+    (quadratic: 18 s for 15,000 cells in that line alone). Scoring must grow linearly."""
     import time
 
     rng = np.random.default_rng(0)
-    n, classes = 20_000, ("all", "hem")
-    preds = Predictions([f"c{i}.bmp" for i in range(n)], [f"P{i % 47}" for i in range(n)], classes,
-                        rng.dirichlet([1, 1], n).astype(np.float32))
-    truth = {p: classes[i % 2] if i % 10 else None for i, p in enumerate(preds.paths)}
-    start = time.perf_counter()
-    report = score_predictions(preds.paths, preds.patients, preds.predicted, preds.probs, truth, classes)
-    elapsed = time.perf_counter() - start
+    classes = ("all", "hem")
+
+    def score(n: int) -> tuple[dict, float]:
+        """The report for n cells and the best of 3 times (the least disturbed by other work)."""
+        preds = Predictions([f"c{i}.bmp" for i in range(n)], [f"P{i % 47}" for i in range(n)], classes,
+                            rng.dirichlet([1, 1], n).astype(np.float32))
+        truth = {p: classes[i % 2] if i % 10 else None for i, p in enumerate(preds.paths)}
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            report = score_predictions(preds.paths, preds.patients, preds.predicted, preds.probs, truth, classes)
+            times.append(time.perf_counter() - start)
+        return report, min(times)
+
+    n = 20_000
+    report, large = score(n)
     assert report["n"] == n - n // 10 and report["skipped"]["unlabeled"] == n // 10
     assert sum(map(sum, report["confusion_matrix"])) == report["n"] and len(report["per_patient"]) == 47
-    assert elapsed < 1.0, f"scoring {n} predictions took {elapsed:.2f} s"
+    # Growth, not a wall-clock limit: 4x the cells must cost far less than the 16x a quadratic
+    # step costs (the bug: 18 s for 15,000 cells), whatever the machine's speed.
+    _, small = score(n // 4)
+    assert large / small < 8, f"4x the cells took {large / small:.1f}x the time ({small:.3f} s -> {large:.3f} s)"
 
 
 def test_a_suspended_validation_leaves_the_callers_thread_out_of_inference_mode(tiny, cnmc_dir):

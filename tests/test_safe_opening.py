@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from unprivileged import make_read_only, run_as_other_user, world_readable_tmp
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,13 +60,20 @@ def test_the_writability_probe_creates_nothing(tmp_path):
     root.mkdir()
     assert probe(root / ".allblast" / "deeper")
     assert list(root.iterdir()) == []
-    root.chmod(0o555)
-    try:
-        if os.geteuid() != 0:  # root ignores permission bits
-            assert not probe(root / ".allblast")
-        assert list(root.iterdir()) == []
-    finally:
-        root.chmod(0o755)
+    # A folder its user cannot write (as root the probe runs as nobody: root ignores permissions).
+    with world_readable_tmp("probe") as base:
+        ro = base / "data"
+        ro.mkdir()
+        make_read_only(ro)
+        code = """
+            from pathlib import Path
+            from engine.labels.db import can_write_in
+            print(can_write_in(Path(sys.argv[1]) / ".allblast"), can_write_in(Path(sys.argv[2])))
+        """
+        r = run_as_other_user(code, base / "home", str(ro), str(base / "home" / "new" / "deeper"))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["False", "True"]  # refused in the read-only folder, allowed in its home
+        assert list(ro.iterdir()) == [] and not (base / "home" / "new").exists()
 
 
 @pytest.mark.parametrize("kind", ["empty", "images"])
@@ -231,7 +240,7 @@ def test_a_failed_move_loses_no_label(tmp_path, monkeypatch):
         raise StoreError("disk full")
 
     with monkeypatch.context() as m:
-        m.setattr(store_module, "promote_copy", refuse)
+        m.setattr(store_module.pend, "snapshot", refuse)
         with open_dataset(root) as project:
             project.store.set_label("hem/UID_1_1_1_hem.png", "all", annotator="Dr. D")
             assert project.store.pending and any("could not be moved" in n for n in project.store.notes)

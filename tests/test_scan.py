@@ -1,6 +1,7 @@
 """Scanning real and deliberately broken folders: labels, patients, problems; files untouched."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from engine.data.scan import scan
 from engine.data.imaging import ImageReadError, read_rgb
 from engine.data.labelfiles import LabelFileError
+from unprivileged import run_as_other_user, world_readable_tmp
 
 CNMC_VAL_CSV = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
 
@@ -66,33 +68,44 @@ def _copy_some(src: Path, dst: Path, n: int) -> list[Path]:
     return out
 
 
-def test_bad_files_are_reported_and_good_ones_load(cnmc_dir, tmp_path):
-    all_dir, hem_dir = tmp_path / "all", tmp_path / "hem"
-    good = _copy_some(cnmc_dir / "training_data/fold_0/all", all_dir, 3)
-    _copy_some(cnmc_dir / "training_data/fold_0/hem", hem_dir, 2)
-    (all_dir / "zero.bmp").write_bytes(b"")
-    data = good[0].read_bytes()
-    (all_dir / "truncated.bmp").write_bytes(data[: len(data) // 2])
-    (hem_dir / "notes.png").write_text("this is a text file, not an image\n" * 10)
-    (hem_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
-    shutil.copy(good[1], hem_dir / "copy_of_all.bmp")  # duplicate content under another class
-    unreadable = all_dir / "locked.bmp"
-    shutil.copy(sorted((cnmc_dir / "training_data/fold_0/hem").glob("*.bmp"))[4], unreadable)
-    unreadable.chmod(0)
-    before = _tree_fingerprint(tmp_path)
+def test_bad_files_are_reported_and_good_ones_load(cnmc_dir):
+    """Run by a user who cannot read `locked.bmp` (as root the scan drops to nobody: root reads
+    mode-000 files anyway, which would hide the "not readable" case)."""
+    with world_readable_tmp("scan") as base:
+        root = base / "data"
+        all_dir, hem_dir = root / "all", root / "hem"
+        good = _copy_some(cnmc_dir / "training_data/fold_0/all", all_dir, 3)
+        _copy_some(cnmc_dir / "training_data/fold_0/hem", hem_dir, 2)
+        (all_dir / "zero.bmp").write_bytes(b"")
+        data = good[0].read_bytes()
+        (all_dir / "truncated.bmp").write_bytes(data[: len(data) // 2])
+        (hem_dir / "notes.png").write_text("this is a text file, not an image\n" * 10)
+        (hem_dir / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
+        shutil.copy(good[1], hem_dir / "copy_of_all.bmp")  # duplicate content under another class
+        unreadable = all_dir / "locked.bmp"
+        shutil.copy(sorted((cnmc_dir / "training_data/fold_0/hem").glob("*.bmp"))[4], unreadable)
+        unreadable.chmod(0)
+        before = _tree_fingerprint(root)
 
-    result = scan(tmp_path)
-
-    reasons = {p.path: p.reason for p in result.problems}
-    assert "empty" in reasons["all/zero.bmp"]
-    assert "truncated" in reasons["all/truncated.bmp"]
-    assert "not an image" in reasons["hem/notes.png"]
-    assert "corrupt" in reasons["hem/broken.jpg"] or "truncated" in reasons["hem/broken.jpg"]
-    assert "duplicate" in reasons["hem/copy_of_all.bmp"]
-    if os.geteuid() != 0:  # root reads mode-000 files anyway
+        code = """
+            import json
+            from engine.data.scan import scan
+            result = scan(sys.argv[1])
+            print(json.dumps({"reasons": {p.path: p.reason for p in result.problems},
+                              "counts": result.class_counts()}))
+        """
+        r = run_as_other_user(code, base / "home", str(root))
+        assert r.returncode == 0, r.stderr
+        got = json.loads(r.stdout.strip().splitlines()[-1])
+        reasons = got["reasons"]
+        assert "empty" in reasons["all/zero.bmp"]
+        assert "truncated" in reasons["all/truncated.bmp"]
+        assert "not an image" in reasons["hem/notes.png"]
+        assert "corrupt" in reasons["hem/broken.jpg"] or "truncated" in reasons["hem/broken.jpg"]
+        assert "duplicate" in reasons["hem/copy_of_all.bmp"]
         assert "not readable" in reasons["all/locked.bmp"]
-    assert result.class_counts() == {"all": 3 + (os.geteuid() == 0), "hem": 2}
-    assert _tree_fingerprint(tmp_path) == before
+        assert got["counts"] == {"all": 3, "hem": 2}
+        assert _tree_fingerprint(root) == before
 
 
 def test_formats_bit_depths_and_channels_become_rgb(tmp_path):

@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from engine.data.cells import UNSURE
 from engine.labels.csv_io import export_csv, import_csv
 from engine.utils.logs import AllblastWarning
 from engine.labels.store import Change, LabelStore, StoreError, default_annotator
+from unprivileged import make_read_only, run_as_other_user, world_readable_tmp
 
 HERE = Path(__file__).resolve().parent
 CNMC_CSV = "validation_data/C-NMC_test_prelim_phase_data_labels.csv"
@@ -59,30 +61,36 @@ def test_beside_location_in_a_writable_folder(tmp_path):
         assert s.query("SELECT value FROM meta WHERE key = 'root'")[0][0] == str(root.resolve())
 
 
-def test_read_only_folder_falls_back_to_user_data(tmp_path, monkeypatch):
-    root = tmp_path / "ro-data"
-    root.mkdir()
-    (root / "a.png").write_bytes(b"not really an image")
+def test_read_only_folder_falls_back_to_user_data():
+    """A folder its user cannot write, holding no database: the store goes to the user data
+    folder (found again on the next open) and nothing is written beside the images. Run by a user
+    who really cannot write it (as root the child drops to nobody: root ignores permissions)."""
     assert storedb.user_data_root().name.lower() == "allblast"  # platformdirs' per-user data folder
-    monkeypatch.setattr(storedb, "user_data_root", lambda: tmp_path / "xdg" / "allblast")
-    root.chmod(0o555)
-    try:
-        probe = root / "probe"
-        if storedb.dir_writable(probe):  # running as root: chmod does not stop writes
-            probe.rmdir()
-            monkeypatch.setattr(storedb, "dir_writable", lambda folder: not str(folder).startswith(str(root)))
-        with LabelStore.open(root) as s:
-            assert s.location == "user-data"
-            key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-            assert s.db_path == (tmp_path / "xdg" / "allblast" / "projects" / key / "project.sqlite").resolve()
-            assert s.query("SELECT value FROM meta WHERE key = 'root'")[0][0] == str(root.resolve())
-            s.sync_cells([Cell("a.png", "x", None)])
-            s.set_label("a.png", "y", annotator="t")
-        assert not (root / ".allblast").exists()
-        with LabelStore.open(root) as s:  # the same database is found again
-            assert s.state("a.png").current == "y"
-    finally:
-        root.chmod(0o755)
+    with world_readable_tmp() as base:
+        root, home = base / "ro-data", base / "home"
+        root.mkdir()
+        (root / "a.png").write_bytes(b"not really an image")
+        make_read_only(root)
+        code = """
+            import json
+            from engine.data.cells import Cell
+            from engine.labels.store import LabelStore
+            root = sys.argv[1]
+            with LabelStore.open(root) as s:
+                first = [s.location, str(s.db_path), s.query("SELECT value FROM meta WHERE key = 'root'")[0][0]]
+                s.sync_cells([Cell("a.png", "x", None)])
+                s.set_label("a.png", "y", annotator="t")
+            with LabelStore.open(root) as s:  # the same database is found again
+                print(json.dumps(first + [s.state("a.png").current]))
+        """
+        r = run_as_other_user(code, home, str(root))
+        assert r.returncode == 0, r.stderr
+        location, db_path, meta_root, label = json.loads(r.stdout.strip().splitlines()[-1])
+        key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+        assert location == "user-data" and label == "y"
+        assert Path(db_path) == (home / "data" / "allblast" / "projects" / key / "project.sqlite").resolve()
+        assert meta_root == str(root.resolve())
+        assert sorted(p.name for p in root.iterdir()) == ["a.png"]  # nothing beside the images
 
 
 def test_dir_writable_probe(tmp_path):
@@ -296,20 +304,28 @@ def test_corrupt_and_foreign_databases_are_refused(tmp_path):
         LabelStore.open(tmp_path / "missing", db_path=tmp_path / "m.sqlite")
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores file permissions")
-def test_read_only_database_file(tmp_path):
-    db = tmp_path / "db" / "x.sqlite"
-    with LabelStore.open(tmp_path, db_path=db) as s:
-        s.sync_cells(make_cells())
-    for f in db.parent.iterdir():
-        f.chmod(0o444)
-    db.parent.chmod(0o555)
-    try:
-        with pytest.raises(StoreError, match="read-only|cannot open"):
-            with LabelStore.open(tmp_path, db_path=db) as s:
-                s.set_label("c0.png", "hem", annotator="a")
-    finally:
-        db.parent.chmod(0o755)
+def test_read_only_database_file():
+    """A database file its user cannot write: labelling is refused with the store's message."""
+    with world_readable_tmp() as base:
+        db, home = base / "db" / "x.sqlite", base / "home"
+        with LabelStore.open(base, db_path=db) as s:
+            s.sync_cells(make_cells())
+        make_read_only(db.parent)
+        code = """
+            from engine.labels.store import LabelStore, StoreError
+            try:
+                with LabelStore.open(sys.argv[1], db_path=sys.argv[2]) as s:
+                    s.set_label("c0.png", "hem", annotator="a")
+            except StoreError as e:
+                print("refused:", e)
+            else:
+                print("written")
+        """
+        r = run_as_other_user(code, home, str(base), str(db))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("refused:") and re.search("read-only|cannot open", r.stdout), r.stdout
+        with LabelStore.open(base, db_path=db) as s:
+            assert s.state("c0.png").current == "all"  # its label from the folder; the change was not written
 
 
 # ------------------------------------------------------------------ durability
@@ -326,18 +342,18 @@ def test_labels_survive_sigkill(tmp_path):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout))
-        reader.start()
-        time.sleep(rng.uniform(0.0, 0.1) if rnd == 0 else rng.uniform(0.15, 0.6))
+        # Killed after a counted number of acknowledgements (not after a sleep, whose worth
+        # depends on the machine's speed): the writer is then in the middle of its next writes.
+        wanted = rng.randint(1, 40)
+        lines = [proc.stdout.readline() for _ in range(wanted)]
         os.kill(proc.pid, signal.SIGKILL)
+        lines += proc.stdout.readlines()  # acknowledged between the count and the kill
         proc.wait(10)
-        reader.join(10)
         assert proc.returncode == -signal.SIGKILL
+        assert all(line.endswith("\n") for line in lines[:wanted]), proc.stderr.read()
         acked += [tuple(line.rstrip("\n").split("\t")) for line in lines if line.endswith("\n")]
         with sqlite3.connect(db) as conn:  # opened raw, before any allblast recovery code runs
             assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert len(acked) > 20, "the writer should have acknowledged some writes"
     print(f"{len(acked)} acknowledged writes over 5 kills")
     order = {label: k for k, (_, label) in enumerate(acked)}
     with LabelStore.open(root, db_path=db) as s:

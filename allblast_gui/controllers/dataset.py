@@ -12,7 +12,6 @@ import getpass
 import json
 import logging
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.labels.classes import ClassSet
 from engine.labels.db import db_path_in
+from engine.utils.process import marker_alive, process_marker, this_host
 from ..models.cell_rows import CellRow, rows_from_scan
 from ..workers import TaskRunner
 
@@ -116,23 +116,13 @@ def _holder(token: str) -> dict:
         user = getpass.getuser()
     except Exception:  # no user name in the environment
         user = "unknown"
-    return {"user": user, "host": socket.gethostname(), "pid": os.getpid(), "window": token,
+    return {"user": user, **process_marker(), "window": token,
             "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, but not ours to signal
-        return True
-    return True
-
-
 def _holders_at(path: Path, token: str) -> list[dict]:
-    """The live holders recorded in `path` other than `token` (a dead pid on this host is stale)."""
-    host = socket.gethostname()
+    """The live holders recorded in `path` other than `token` (a dead process on this host is
+    stale; one on another host cannot be checked and counts)."""
     try:
         holders = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -141,11 +131,11 @@ def _holders_at(path: Path, token: str) -> list[dict]:
     for h in holders if isinstance(holders, list) else []:
         if not isinstance(h, dict) or not isinstance(h.get("pid"), int):
             continue
-        if h.get("host") == host:
-            if h["pid"] == os.getpid() and h.get("window") == token:
+        if h["pid"] == os.getpid() and h.get("host") == this_host():
+            if h.get("window") == token:
                 continue
-            if h["pid"] != os.getpid() and not _alive(h["pid"]):
-                continue
+        elif marker_alive(h) is False:
+            continue
         out.append(h)
     return out
 

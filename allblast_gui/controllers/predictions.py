@@ -39,8 +39,8 @@ def model_name(path: Path) -> str:
 def run_prediction(store, root: Path, cells, model_path: Path, *, tta: bool, batch_size: int, device: str,
                    cancel: CancelToken, backend: str = "auto", precision: str = "f32"):
     """Pool thread: predict every cell, storing each batch; yields the ModelRecord, a Message when
-    the backend is not the one asked for (OpenVINO missing), then the engine's events; returns the
-    engine's Predictions."""
+    the backend is not the one asked for (OpenVINO missing or unable to start: torch predicts),
+    then the engine's events; returns the engine's Predictions."""
     from engine.learn.backends.loader import open_predictor
     from engine.learn.inference import predict_iter
     from engine.learn.model import temperature_of
@@ -94,6 +94,7 @@ class PredictionController(QObject):
         self._saliency_model: tuple[str, object] | None = None  # (sha, (model, spec, temperature))
         self.last_result = None
         self.last_error: str | None = None
+        self.last_notice: str | None = None  # why the last prediction's backend is not the one chosen
         self._t0 = 0.0
 
     @property
@@ -138,7 +139,7 @@ class PredictionController(QObject):
             raise RuntimeError("a prediction is already running")
         cells = [c for c in ds.project.scan.cells]
         self._token = CancelToken()
-        self.last_result, self.last_error = None, None
+        self.last_result, self.last_error, self.last_notice = None, None, None
         worker = GeneratorWorker(run_prediction(ds.store, ds.root, cells, Path(model_path), tta=tta,
                                                 batch_size=batch_size, device=device, cancel=self._token,
                                                 backend=backend, precision=precision))
@@ -182,6 +183,8 @@ class PredictionController(QObject):
         elif isinstance(event, PredictProgress):
             self.progress.emit(event.done, event.total, event.images_per_s)
         elif isinstance(event, Message):
+            self.last_notice = event.text
+            log.info("%s", event.text)  # the log, and a script's console, have it too
             self.notice.emit(event.text)
 
     def flush(self) -> None:

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (
 
 DEFAULT_BATCH = {"cpu": 32, "cuda": 128}
 BACKEND_TEXT = {
-    "auto": "Auto (OpenVINO on the CPU when installed, torch on a GPU)",
+    "auto": "Auto (OpenVINO on the CPU when it runs here, else torch; torch on a GPU)",
     "torch": "torch (CPU or GPU)",
     "openvino": "OpenVINO (CPU)",
     "onnxruntime": "ONNX Runtime (CPU, f32)",

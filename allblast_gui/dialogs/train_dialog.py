@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from engine.learn.config import TrainConfig
+from engine.learn.config import MAX_IMG_SIZE, MIN_IMG_SIZE, TrainConfig
 from engine.learn.device import device_choices
 from engine.learn.preflight import Preflight, check_training
 from engine.learn.recipes import RECIPES as RECIPE_SETTINGS, recipe_config
@@ -70,7 +70,8 @@ class TrainDialog(QDialog):
         file_row.addWidget(browse)
 
         # -- settings -----------------------------------------------------------------------------
-        self.img_size = QSpinBox(objectName="trainImgSize", minimum=32, maximum=1024, singleStep=16, suffix=" px")
+        self.img_size = QSpinBox(objectName="trainImgSize", minimum=MIN_IMG_SIZE, maximum=MAX_IMG_SIZE, singleStep=16,
+                                 suffix=" px")
         self.epochs = QSpinBox(objectName="trainEpochs", minimum=1, maximum=1000)
         self.batch_size = QSpinBox(objectName="trainBatchSize", minimum=2, maximum=4096)
         self.lr = QDoubleSpinBox(objectName="trainLr", decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)

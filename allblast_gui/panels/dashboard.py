@@ -3,18 +3,21 @@
 Curves are created once and fed with `setData` from the controller's `TrainingHistory`, at most
 every REDRAW_MS (a dirty flag and one timer, as in pyqtgraph's scrolling-plot examples), so a
 flood of batch events never turns into a flood of repaints. The same widget shows a finished run
-from its metrics.jsonl when the Runs panel selects one.
+from its metrics.jsonl when the Runs panel selects one. Until there is a run to show (a new folder,
+the demo on a first start) it shows a short empty state with a Train button instead of empty plots;
+a plot without data shows no axis values (a default range read as 2e+00..6e+00 learning rates).
 """
 from __future__ import annotations
 
 import math
 import time
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QPushButton, QSizePolicy, QSplitter,
-    QVBoxLayout, QWidget,
+    QStackedWidget, QVBoxLayout, QWidget,
 )
 
 from ..models.training_history import TrainingHistory
@@ -40,8 +43,18 @@ def _fmt_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+EMPTY_TEXT = {
+    "no-folder": "<b>No training yet.</b> Open a folder of cells (File ▸ Open Folder…) to train a model on it.",
+    "no-run": "<b>No training yet in this folder.</b> Label cells (or keep the folder's own labels), then train "
+              "a model: its loss, accuracy and learning rate appear here, epoch by epoch.",
+    "no-run-shown": "<b>{n} training runs in this folder.</b> Select one in the Runs panel to see its curves, or "
+                    "train a new model.",
+}
+
+
 class TrainingDashboard(QWidget):
     stopRequested = Signal()
+    trainRequested = Signal()  # the empty state's Train button
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -118,13 +131,41 @@ class TrainingDashboard(QWidget):
         split.addWidget(self.log)
         split.setStretchFactor(0, 4)
         split.setStretchFactor(1, 1)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 4, 4, 4)
+        curves = QWidget(objectName="dashboardCurves")
+        layout = QVBoxLayout(curves)
+        layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addLayout(top)
         layout.addWidget(self.legend)
         layout.addWidget(split, 1)
+
+        self.empty_text = QLabel(objectName="dashboardEmptyText")
+        self.empty_text.setWordWrap(True)
+        self.empty_text.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_text.setMaximumWidth(560)  # a short paragraph, not one line across the window
+        self.train_button = QPushButton("Train Model…", objectName="dashboardTrain")
+        self.train_button.setToolTip("Model ▸ Train Model… (Ctrl+T)")
+        self.train_button.clicked.connect(self.trainRequested)
+        empty = QWidget(objectName="dashboardEmpty")
+        empty_layout = QVBoxLayout(empty)
+        empty_layout.addStretch(1)
+        text_row = QHBoxLayout()  # centred, at most 560 px wide: a label's own alignment would shrink it
+        text_row.addStretch(1)
+        text_row.addWidget(self.empty_text, 10)
+        text_row.addStretch(1)
+        empty_layout.addLayout(text_row)
+        empty_layout.addWidget(self.train_button, 0, Qt.AlignmentFlag.AlignHCenter)
+        empty_layout.addStretch(2)
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(empty)
+        self.pages.addWidget(curves)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(self.pages)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.show_empty("no-folder")
+        self._show_axes()
 
         self._timer = QTimer(self, interval=REDRAW_MS)
         self._timer.timeout.connect(self._redraw_if_dirty)
@@ -139,8 +180,18 @@ class TrainingDashboard(QWidget):
         return plot
 
     # ---- what to show ---------------------------------------------------------------------------
+    def show_empty(self, state: str, runs: int = 0) -> None:
+        """No run to show: `state` is a key of EMPTY_TEXT ("no-folder", "no-run", "no-run-shown")."""
+        self.empty_text.setText(EMPTY_TEXT[state].format(n=runs))
+        self.train_button.setEnabled(state != "no-folder")
+        self.pages.setCurrentIndex(0)
+
+    def is_empty(self) -> bool:
+        return self.pages.currentIndex() == 0
+
     def show_history(self, history: TrainingHistory, title: str) -> None:
-        """Show a run's curves (a finished run, or a live one being resumed)."""
+        """Show a run's curves (a finished run, or a live one being started or resumed)."""
+        self.pages.setCurrentIndex(1)
         self.history = history
         self.title.setText(title)
         self._planned_epochs = max(len(history), 1)
@@ -222,6 +273,7 @@ class TrainingDashboard(QWidget):
         # tens of milliseconds on a slow CPU.
         self.curves["batch_loss"].setData(h.batch_x, h.batch_loss)
         if not everything:
+            self._show_axes((self.loss_plot,))
             return
         x = [float(e) for e in h.epochs]
         for name, values in h.curves.items():
@@ -231,6 +283,7 @@ class TrainingDashboard(QWidget):
         finite = [v for v in log_lr if math.isfinite(v)]
         if finite:  # at least a decade of room: a constant rate sits mid-plot, halvings step down
             self.lr_plot.setYRange(min(finite) - 0.6, max(finite) + 0.4, padding=0)
+        self._show_axes()
         best = h.best_epoch
         for line in self.best_lines:
             if best is None:
@@ -238,3 +291,17 @@ class TrainingDashboard(QWidget):
             else:
                 line.setValue(best)
                 line.show()
+
+    def _show_axes(self, plots=None) -> None:
+        """Axis values only on a plot that has data: an empty plot's default range means nothing."""
+        for plot in plots or (self.loss_plot, self.acc_plot, self.lr_plot):
+            has_data = any(_has_points(item) for item in plot.listDataItems())
+            for side in ("left", "bottom"):
+                axis = plot.getAxis(side)
+                if axis.style["showValues"] != has_data:  # a change of style lays the plot out again
+                    axis.setStyle(showValues=has_data)
+
+
+def _has_points(item) -> bool:
+    _, y = item.getData()
+    return y is not None and len(y) > 0 and bool(np.isfinite(np.asarray(y, dtype=float)).any())

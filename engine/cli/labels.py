@@ -18,7 +18,8 @@ def add_label_commands(sub) -> None:
     lsub = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
 
     s = lsub.add_parser("set", help="set the label of one cell", description="Set the current label of "
-                        "one cell. LABEL is a class name, 'unsure', or 'none' to clear it.")
+                        "one cell. LABEL is a class name, 'unsure' (or '?'), or 'none' (or 'unlabeled') to "
+                        "clear it; these words mean the same in an imported CSV and can never name a class.")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("path", metavar="PATH", help="cell image path relative to DIR")
     s.add_argument("label", metavar="LABEL")
@@ -148,15 +149,15 @@ def _below(root: Path, rel: str) -> list[Path]:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from ..labels.store import normalise_label
+    from ..data.cells import parse_label
 
-    label = None if args.label.lower() in ("none", "") else args.label
+    label = parse_label(args.label)  # the reserved words mean what they mean in `labels import`
     args.dir, rel = _where(args)
     project = open_project(args)
     try:
         if rel not in project.store.states():
             raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
-        if label is not None and project.classes.unknown([normalise_label(label)]):
+        if label is not None and project.classes.unknown([label]):
             why = project.classes.explain_unknown(label)
             raise UserError(f"{why}{' ' if why.endswith('?') else '. '}Nothing was changed (add a class with "
                             f"`allblast-engine labels classes {args.dir} --add NAME`)")

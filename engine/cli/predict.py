@@ -7,6 +7,7 @@ import sys
 from tqdm import tqdm
 
 from ..labels.outputs import check_output
+from ..utils.logs import warn
 from ..utils.text import printable
 from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, with_expert_labels, write_json
 
@@ -179,6 +180,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"{exc} in {printable(args.dir)}") from exc
     report["skipped"]["problems"] = len(data.problems) + len(preds.problems)
+    unknown = report["skipped"]["unknown_class_cells"]
+    if unknown:  # not scored: said here, not only in the JSON
+        warn(f"{sum(unknown.values())} cells not scored: their labels are not classes of the model "
+             f"({', '.join(f'{printable(k)}: {n}' for k, n in unknown.items())})")
     report["by_patient"] = data.by_patient
     report["tta"] = bool(args.tta)
     report.update(args.inference)

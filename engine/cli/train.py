@@ -130,11 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, main: bool, quiet: bool) -> int:
     from ..learn.fit import fit
 
+    config = config_from_args(args)  # refused settings are said before minutes of scanning
+    if main and not args.resume:
+        check_new_run_folder(args.out)
     data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, quiet), args)
     if main:
         print(summarise_scan(data))
     val = scan_with_progress(args.val, args.val_labels, args.patient_regex, quiet) if args.val else None
-    config = config_from_args(args)
     if config.ask_every > 0 and main and not sys.stdin.isatty():
         # Nobody can answer: --epochs is the end (a pipe or a scheduler must not train forever).
         # Under torchrun rank 0's config (and so this) is what every rank uses.
@@ -202,19 +204,40 @@ def _train(args: argparse.Namespace, main: bool, quiet: bool) -> int:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The run's TrainConfig: the recipe's hyper-parameters, then what the command line gives."""
+    """The run's TrainConfig: the recipe's hyper-parameters, then what the command line gives;
+    checked (TrainConfig.validate: the image size range, ...) before anything starts."""
     from ..learn.recipes import recipe_config
 
     split = args.split or ("predefined" if args.val else "patient")
     if split == "predefined" and not args.val:
         raise UserError("--split predefined needs --val DIR")
     explicit = {k: v for k, v in (("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
-    return recipe_config(args.recipe, backbone=args.backbone, weights=args.weights, pretrained=not args.no_pretrained,
-                         img_size=args.img_size, epochs=args.epochs, ask_every=args.ask_every, device=args.device,
-                         workers=args.workers, seed=args.seed, split=split, val_fraction=args.val_fraction,
-                         test_fraction=args.test_fraction, monitor=args.monitor, amp=not args.no_amp,
-                         sync_bn=args.sync_bn, test_dir=os.path.abspath(args.test) if args.test else None,
-                         **explicit)
+    config = recipe_config(args.recipe, backbone=args.backbone, weights=args.weights,
+                           pretrained=not args.no_pretrained, img_size=args.img_size, epochs=args.epochs,
+                           ask_every=args.ask_every, device=args.device, workers=args.workers, seed=args.seed,
+                           split=split, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                           monitor=args.monitor, amp=not args.no_amp, sync_bn=args.sync_bn,
+                           test_dir=os.path.abspath(args.test) if args.test else None, **explicit)
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise UserError(f"refused: {exc}") from None
+    return config
+
+
+def check_new_run_folder(out: str) -> None:
+    """A new run goes neither into allblast's .allblast/ folder nor among images (the rule every
+    writer follows, engine.labels.outputs), nor over another run (refused without a change)."""
+    from ..labels.outputs import OutputRefused, check_output
+    from ..learn.runs import RunDir
+
+    try:
+        check_output(out, what="training run", folder=True)
+    except OutputRefused as exc:
+        raise UserError(str(exc)) from None
+    if RunDir(out).has_run():
+        raise UserError(f"{out} already holds a training run; choose a new output folder, or add --resume "
+                        "to continue it")
 
 
 def _leaky_label(test_metrics: dict) -> str:

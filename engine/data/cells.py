@@ -1,7 +1,8 @@
 """The records a scan produces: `Cell`, `Problem`, `FileCheck` and `ScanResult`.
 
-A label is a class name, `UNSURE` (an expert's "look again"), or None (unlabeled). Only cells
-with a class name take part in training and scoring (`is_trainable`).
+A label is a class name, `UNSURE` (an expert's "look again"), or None (unlabeled); `parse_label`
+reads one as written (the reserved words `unsure`, `?`, `none`, `unlabeled` mean the last two).
+Only cells with a class name take part in training and scoring (`is_trainable`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from pathlib import Path
 from ..utils.natsort import natural_key
 
 UNSURE = "unsure"  # an expert's "not sure, look again": a label, but never a training target
+# Reserved words: each means the same in a class folder's name, a labels CSV, `labels set` and
+# `labels import`, and none of them can name a class (case is ignored).
+UNSURE_WORDS = (UNSURE, "?")
+UNLABELED_WORDS = ("none", "unlabeled", "unlabelled")
+RESERVED_WORDS = frozenset(UNSURE_WORDS + UNLABELED_WORDS)
+
+
+def parse_label(text: str | None) -> str | None:
+    """A label as written by a user or a data set: a class name (stripped), `UNSURE` for an unsure
+    word, None for nothing or an unlabeled word."""
+    if text is None:
+        return None
+    text = text.strip()
+    folded = text.casefold()
+    if not text or folded in UNLABELED_WORDS:
+        return None
+    return UNSURE if folded in UNSURE_WORDS else text
 
 
 def is_trainable(label: str | None) -> bool:
@@ -78,6 +96,7 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
     # duplicate file -> the file with the same content that was kept (also listed in `problems`)
     duplicates: dict[str, str] = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # the scan's own arguments, so `scan.rescan` can redo it
 
     @property
     def classes(self) -> list[str]:

@@ -103,8 +103,8 @@ class LabelFile:
 
     def resolve(self, row_path: str, present: set[str], by_name: dict[str, str | None]) -> str | None:
         """Relative path of the image a row names, or None when it is not on disk."""
-        cleaned = row_path.strip().replace("\\", "/")
-        if not cleaned:
+        cleaned = row_path.replace("\\", "/")  # stripped when read (`_cell`): what is left is the name
+        if not cleaned.strip():
             return None
         for cand in self._candidates(cleaned):
             if cand in present:
@@ -195,8 +195,7 @@ def _read_rows(path: Path) -> _Table:
                 if header is None:
                     header = cells
                 elif any(cell.strip() for cell in cells):
-                    # our own exports neutralise spreadsheet formulas ('=...); read them back as written
-                    rows.append((start, [unneutralise(cell) for cell in cells]))
+                    rows.append((start, cells))  # neutralised cells ('=...) are read back by `_cell`
                 start = reader.line_num + 1
     except UnicodeDecodeError as exc:
         raise LabelFileError(f"{path} is not a text CSV file ({exc.reason})") from exc
@@ -268,13 +267,13 @@ def read_label_file(path: Path, root: Path) -> LabelFile:
 
 
 def _cell(row: list[str], col: int | None) -> str:
-    return row[col].strip() if col is not None and col < len(row) else ""
+    """A value as written: white space stripped, then our exports' spreadsheet-safe `'` removed
+    (in that order, so a name that starts with a tab or a space keeps it)."""
+    return unneutralise(row[col].strip()) if col is not None and col < len(row) else ""
 
 
 def _cnmc_row(r: list[str], path: Path, line: int) -> LabelRow:
-    original = r[0].strip() if r else ""
-    name = r[1].strip() if len(r) > 1 else ""
-    raw = r[2].strip() if len(r) > 2 else ""
+    original, name, raw = _cell(r, 0), _cell(r, 1), _cell(r, 2)
     label = CNMC_CLASSES.get(raw.split(".")[0] if raw.replace(".", "", 1).isdigit() else raw)
     problem = None
     if label is None:

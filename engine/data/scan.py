@@ -8,133 +8,19 @@ index makes reopening a large folder fast.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
-import stat
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cells import Cell, FileCheck, Problem, ScanResult
-from .imaging import UNEXPECTED, ImageReadError, depends_on_environment, is_image_name, read_rgb_checked
+from .cells import Cell, FileCheck, Problem, ScanResult, parse_label
+from .imaging import UNEXPECTED, ImageReadError, depends_on_environment, read_rgb_checked
 from .labelfiles import LabelFile, find_cnmc_label_files, read_label_file
 from .patients import cnmc_class, compile_patient_regex, fold_of, patient_for
+from .walk import walk_images
 
 log = logging.getLogger(__name__)
-
-# Folders the scan never enters: our own store, hidden folders, OS clutter.
-_SKIP_DIRS = re.compile(r"^(\..*|__MACOSX|\$RECYCLE\.BIN|System Volume Information)$")
-
-
-def walk_images(root: Path, problems: list[Problem] | None = None) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every file with an image extension, sorted.
-
-    Symlinked folders are followed and their cells are named through the link. Each real folder is
-    walked once: plain folders first, then links in path order, so a link never displaces the
-    folder itself. Links that loop, point to a folder already walked, or dangle are appended to
-    `problems` (if given) and not followed.
-
-    Plain strings rather than Path objects: a 15,000-file reopen is dominated by path handling.
-    """
-    root_real = os.path.realpath(root)
-    walk = _Walk(root_real, problems if problems is not None else [])
-    stack = [(str(root), "", root_real)]
-    while stack or walk.links:
-        if not stack:
-            stack.extend(walk.follow_next_link())
-            continue
-        folder, prefix, real = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue  # an unreadable sub-folder; its files are simply not visible
-        for entry in entries:
-            stack.extend(walk.visit(entry, prefix + entry.name, real))
-    walk.found.sort()
-    return walk.found
-
-
-class _Walk:
-    """The state of one `walk_images`: what was found, which real folders were walked, the links
-    still to follow."""
-
-    def __init__(self, root_real: str, problems: list[Problem]):
-        self.root_real = root_real
-        self.problems = problems
-        self.found: list[tuple[str, int, int]] = []
-        self.seen: dict[str, str] = {root_real: ""}  # real folder -> relative path it was walked as
-        self.links: list[tuple[str, str, str]] = []  # (rel, path, real parent) of folder links
-
-    def visit(self, entry: os.DirEntry, rel: str, parent_real: str) -> list[tuple[str, str, str]]:
-        """Record one directory entry; returns the (path, prefix, real path) of a folder to walk."""
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                real = os.path.join(parent_real, entry.name)
-                if _SKIP_DIRS.match(entry.name) or not self._first_visit(real, rel, parent_real):
-                    return []
-                return [(entry.path, rel + "/", real)]
-            if entry.is_symlink():
-                if not _SKIP_DIRS.match(entry.name):
-                    self._link(entry, rel, parent_real)
-            elif is_image_name(entry.name) and entry.is_file():
-                st = entry.stat()
-                self.found.append((rel, st.st_size, st.st_mtime_ns))
-        except OSError:
-            pass  # vanished or unreadable meanwhile: not visible, as an unreadable folder
-        return []
-
-    def _link(self, entry: os.DirEntry, rel: str, parent_real: str) -> None:
-        try:
-            st = os.stat(entry.path)  # follows the link
-        except FileNotFoundError:
-            self.problems.append(Problem(rel, f"broken link: its target {_link_target(entry.path)} does not exist"))
-            return
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                self.problems.append(Problem(rel, "link loop: the chain of links never reaches a file (not followed)"))
-            else:
-                self.problems.append(Problem(rel, f"link not followed: {exc.strerror or exc}"))
-            return
-        if stat.S_ISDIR(st.st_mode):
-            self.links.append((rel, entry.path, parent_real))
-        elif stat.S_ISREG(st.st_mode) and is_image_name(entry.name):
-            self.found.append((rel, st.st_size, st.st_mtime_ns))
-
-    def follow_next_link(self) -> list[tuple[str, str, str]]:
-        """Resolve the first pending folder link (in path order, so results do not depend on
-        the order the file system lists entries in); returns it to walk unless it was seen."""
-        self.links.sort(reverse=True)
-        rel, path, parent_real = self.links.pop()
-        real = os.path.realpath(path)
-        return [(path, rel + "/", real)] if self._first_visit(real, rel, parent_real) else []
-
-    def _first_visit(self, real: str, rel: str, parent_real: str) -> bool:
-        """Register a real folder about to be walked; False (and a problem) when it loops back to
-        where it lies, contains the scanned folder, or was walked already under another path."""
-        if _within(parent_real, real) or _within(self.root_real, real):
-            shown = self.seen.get(real)
-            where = f"back to {shown or 'the scanned folder'}" if shown is not None else f"to {real}, which contains it"
-            self.problems.append(Problem(rel, f"link loop: points {where} (not followed)"))
-            return False
-        if real in self.seen:
-            self.problems.append(Problem(rel, f"link to a folder already scanned as {self.seen[real]} (not followed)"))
-            return False
-        self.seen[real] = rel
-        return True
-
-
-def _within(path: str, folder: str) -> bool:
-    """`path` is `folder` or lies inside it (both real paths)."""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def _link_target(path: str) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return "(unreadable)"
 
 
 def class_folders(relpaths: Iterable[str]) -> set[str]:
@@ -181,6 +67,7 @@ def scan(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_pixels: int | None = None,
+    prefer: Iterable[str] = (),
 ) -> ScanResult:
     """Scan a folder of cell images; bad files are reported in `problems`, never raised.
 
@@ -189,6 +76,10 @@ def scan(
     `max_pixels` refuses larger images unread (None: ALLBLAST_MAX_PIXELS or the default; 0: no
     limit). Checks in `known` are reused for unchanged files, except failures that depend on the
     environment (see `imaging.depends_on_environment`), which are checked again.
+    Of files with the same content one is a cell and the others are listed as its duplicates: the
+    first of `prefer` (the established cells, e.g. the labelled ones), else the first by path, so a
+    copy that appears later never takes a labelled cell's place.
+    Folder names and CSV labels that are reserved words mean unsure or unlabeled (`parse_label`).
     """
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
@@ -214,24 +105,23 @@ def scan(
             elif row.problem:
                 problems.append(Problem(rel, row.problem))
             else:
-                csv_rows[rel] = (row.label, row.patient, row.original, lf.kind)
+                csv_rows[rel] = (parse_label(row.label), row.patient, row.original, lf.kind)
     governed = {d for lf in label_files for d in lf.governed_dirs(present)}
     class_dirs = class_folders(present) if folder_labels else set()
 
     cells: list[Cell] = []
-    seen_digest: dict[str, str] = {}
+    keepers = _keepers(files, checks, prefer)
     duplicates: dict[str, str] = {}
+    reserved: dict[str, int] = {}  # class folders named like a reserved word -> cells in them
     for rel, size, mtime_ns in files:
         check = checks[rel]
         if check.problem:
             problems.append(Problem(rel, check.problem))
             continue
-        if check.digest in seen_digest:
-            duplicates[rel] = seen_digest[check.digest]
-            problems.append(Problem(rel, f"duplicate content of {seen_digest[check.digest]} (skipped)"))
+        if check.digest and (kept := keepers[check.digest]) != rel:
+            duplicates[rel] = kept
+            problems.append(Problem(rel, f"duplicate content of {kept} (skipped)"))
             continue
-        if check.digest:
-            seen_digest[check.digest] = rel
         parent = rel.rpartition("/")[0]
         is_class_dir = parent in class_dirs and parent not in governed
         label, patient, source = None, None, "none"
@@ -241,14 +131,23 @@ def scan(
             patient = patient or patient_for(rel, class_level=is_class_dir, pattern=pattern, original_name=original)
         else:
             if is_class_dir:
-                label, source = parent.rpartition("/")[2], "folder"
+                label, source = parse_label(parent.rpartition("/")[2]), "folder"
+                if label is None:
+                    reserved[parent] = reserved.get(parent, 0) + 1
             elif parent not in governed and (cls := cnmc_class(rel)) is not None:
                 label, source = cls, "folder"  # C-NMC names end in the class, even when moved
             patient = patient_for(rel, class_level=is_class_dir, pattern=pattern)
         cells.append(Cell(rel, label, patient, source, fold_of(rel), size, mtime_ns, check.width, check.height))
 
     result = ScanResult(root, cells, problems, missing, checks, [str(lf.path) for lf in label_files],
-                        duplicates=duplicates)
+                        duplicates=duplicates,
+                        options=dict(labels=labels, patient_regex=patient_regex, folder_labels=folder_labels,
+                                     verify=verify, max_pixels=max_pixels))
+    if reserved:
+        where = ", ".join(f"{d}/ ({n})" for d, n in sorted(reserved.items()))
+        result.notes.append(
+            f"Folders named like a reserved word are not classes: their cells are unlabeled ({where}); "
+            "'none' and 'unlabeled' mean no label in allblast. Rename such a folder to make it a class.")
     no_pid = sum(1 for c in cells if c.patient is None)
     if no_pid:
         result.notes.append(
@@ -256,6 +155,25 @@ def scan(
             "own group, so splits cannot be made by patient for them (accuracy may be optimistic)."
         )
     return result
+
+
+def rescan(result: ScanResult, prefer: Iterable[str]) -> ScanResult:
+    """`result` scanned again with other preferred duplicates (unchanged files are not decoded)."""
+    return scan(result.root, known=result.checks, prefer=prefer, **result.options)
+
+
+def _keepers(files, checks: Mapping[str, FileCheck], prefer: Iterable[str]) -> dict[str, str]:
+    """Content digest -> the file kept as the cell: the first of `prefer`, else the first by path."""
+    rank = {p: i for i, p in enumerate(prefer)}
+    last = len(rank)
+    keep: dict[str, str] = {}
+    for rel, _, _ in files:
+        digest = checks[rel].digest
+        if digest and not checks[rel].problem:
+            kept = keep.get(digest)
+            if kept is None or rank.get(rel, last) < rank.get(kept, last):
+                keep[digest] = rel
+    return keep
 
 
 def _unique_names(present: set[str]) -> dict[str, str | None]:

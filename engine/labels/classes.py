@@ -18,14 +18,14 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from ..data.cells import UNSURE
+from ..data.cells import RESERVED_WORDS, UNSURE
 from .db import StoreError, default_annotator, now_utc
 
 MAX_KEYS = 9
 MAX_NAME = 64
 CLASS_EDIT = "class-edit"  # the store's change source for labels a rename or delete rewrote
 FROM_DATA = "allblast (from the data)"  # annotator of classes found in the folder itself
-RESERVED = {UNSURE, "none", "unlabeled", "unlabelled", "?"}
+RESERVED = RESERVED_WORDS  # unsure / unlabeled words (engine.data.cells.parse_label)
 
 # Okabe-Ito (distinguishable with the common colour-vision deficiencies), then Tableau 10. Orange
 # is kept for "unsure" and grey for unlabeled, so neither can be mistaken for a class.
@@ -149,7 +149,8 @@ def check_name(name: str, existing: Iterable[str] = ()) -> str:
     if any(not ch.isprintable() for ch in name):
         raise ClassSetError("a class name cannot hold control characters")
     if name.casefold() in RESERVED:
-        raise ClassSetError(f"{name!r} is reserved (unsure / unlabeled are not classes); choose another name")
+        raise ClassSetError(f"{name!r} is reserved: it means unsure or unlabeled ({', '.join(sorted(RESERVED))}), "
+                            "not a class; choose another name")
     clash = next((n for n in existing if n.casefold() == name.casefold()), None)
     if clash is not None:
         raise ClassSetError(f"there is a class {clash!r} already")

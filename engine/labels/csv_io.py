@@ -17,10 +17,10 @@ from ..data.cells import UNSURE
 from ..data.labelfiles import (CNMC_CODES, CNMC_COLUMNS, Conflict, LabelConflictError, LabelFileError, LabelRow,
                                find_cnmc_label_files, find_conflicts, read_label_file)
 from ..utils.csvsafe import csv_text
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write_text, disk_full_message, is_disk_full
 from ..utils.logs import warn
 from .classes import ClassSetError, add_missing, check_name, class_set
-from .store import LabelStore, normalise_label
+from .store import LabelStore, StoreError, normalise_label
 
 log = logging.getLogger(__name__)
 GENERIC_COLUMNS = ("path", "patient", "original", "label", "annotator", "changed_at")
@@ -135,7 +135,12 @@ def export_csv(store: LabelStore, out_path, *, format: str = "generic", history:
         text, n = _cnmc_text(store)
     else:
         raise ValueError(f"unknown export format {format!r}; expected 'generic' or 'cnmc'")
-    atomic_write_text(out_path, text)
+    try:
+        atomic_write_text(out_path, text)
+    except OSError as exc:
+        if is_disk_full(exc):  # said like the store says it, not as an internal error
+            raise StoreError(disk_full_message(out_path, exc.strerror or exc)) from exc
+        raise
     log.info("exported %d rows (%s%s) to %s", n, format, ", history" if history else "", out_path)
     return n
 

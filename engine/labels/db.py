@@ -9,15 +9,19 @@ import getpass
 import hashlib
 import logging
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import platformdirs
+
+from ..utils.files import disk_full_message
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 3
@@ -121,7 +125,8 @@ CREATE TABLE class_changes(         -- append-only: add, rename, colour, key, or
 
 
 class StoreError(RuntimeError):
-    """The label database cannot be used; the message says why and what to do."""
+    """The label database (or a file written from it, such as an export) cannot be used or
+    written; the message says why and what to do."""
 
 
 def default_annotator() -> str:
@@ -213,38 +218,6 @@ def remove_db_files(db_path: Path) -> None:
             pass
 
 
-def promote_copy(source: sqlite3.Connection, target: Path, timeout: float) -> None:
-    """Copy the open database `source` to `target` (backup API into a temporary file, then linked
-    into place, so `target` is never half written and never replaced: a database another window
-    made there first wins)."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot create the folder for the label database {target.parent} "
-                         f"({exc.strerror or exc}); make it writable or choose another database location") from exc
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        try:
-            dst = sqlite3.connect(str(tmp), timeout=timeout, isolation_level=None)
-            try:
-                source.backup(dst)
-            finally:
-                dst.close()
-        except sqlite3.Error as exc:
-            raise translate_error(exc, target, timeout) from exc
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            pass  # another window labelled first: its database is the one
-        except OSError:  # a file system without hard links
-            if not target.exists():
-                os.replace(tmp, target)
-    finally:
-        remove_db_files(tmp)
-
-
 READ_ONLY = "read-only"  # the folder's own database, in a folder this user cannot write
 
 
@@ -305,17 +278,51 @@ def seed_copy(source: Path, target: Path, *, timeout: float = 5.0) -> Path:
 
 def _open_read_only(db_path: Path, timeout: float) -> sqlite3.Connection:
     """A connection that never writes. A WAL database in a read-only folder cannot make its -shm
-    file; then it is read as immutable (no locking: nobody can write that folder either)."""
-    errors = []
-    for query in ("mode=ro", "mode=ro&immutable=1"):
+    file: without a -wal file it is read as immutable (no locking: nobody can write that folder
+    either); with one, whose pages may hold the latest labels, a private copy of both is read."""
+    try:
+        return _connect_ro(f"{db_path.as_uri()}?mode=ro", timeout)
+    except sqlite3.Error as exc:
+        error = exc
+    wal = Path(f"{db_path}-wal")
+    try:
+        if wal.is_file() and wal.stat().st_size > 0:
+            return _read_with_wal(db_path, wal, timeout)
+        return _connect_ro(f"{db_path.as_uri()}?mode=ro&immutable=1", timeout)
+    except sqlite3.Error as exc:
+        error = exc
+    except OSError as exc:  # the -wal file cannot be read: say so rather than show older labels
+        raise StoreError(f"cannot read {wal} ({exc.strerror or exc}), which holds the latest labels of "
+                         f"{db_path}; make it readable for you, then reopen") from exc
+    raise translate_error(error, db_path, timeout)
+
+
+def _connect_ro(uri: str, timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def _read_with_wal(db_path: Path, wal: Path, timeout: float) -> sqlite3.Connection:
+    """The database with its -wal pages, in memory: both files are copied to a private temporary
+    folder (where SQLite may make its -shm file), read whole, and the copies removed."""
+    with tempfile.TemporaryDirectory(prefix="allblast-ro-") as tmp:
+        copy = Path(tmp) / db_path.name
+        shutil.copyfile(db_path, copy)
+        shutil.copyfile(wal, f"{copy}-wal")
+        src = sqlite3.connect(str(copy), timeout=timeout, isolation_level=None)
         try:
-            conn = sqlite3.connect(f"{db_path.as_uri()}?{query}", uri=True, timeout=timeout, isolation_level=None,
-                                   check_same_thread=False)
-            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-            return conn
-        except sqlite3.Error as exc:
-            errors.append(exc)
-    raise translate_error(errors[-1], db_path, timeout)
+            mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            src.backup(mem)
+        finally:
+            src.close()
+    mem.execute("PRAGMA query_only = ON")
+    log.info("read %s with its WAL file %s through a private copy (the folder is read-only)", db_path, wal)
+    return mem
 
 
 def find_db(data_root: Path) -> Path | None:
@@ -340,7 +347,7 @@ def translate_error(exc: sqlite3.Error, db_path: Path, timeout: float) -> StoreE
         text = (f"the label database {db_path} is damaged ({exc}); move it aside (rename it) and reopen "
                 "the data set to start a new one, then import your last exported labels CSV")
     elif "full" in msg:
-        text = f"the disk holding {db_path} is full ({exc}); free some space and try again"
+        text = disk_full_message(db_path, exc)
     elif "unable to open" in msg:
         text = f"cannot open the label database {db_path} ({exc}); check that its folder exists and is writable"
     else:
@@ -372,7 +379,7 @@ def connect(db_path: Path, data_root: Path, timeout: float, *, read_only: bool =
         raise translate_error(exc, db_path, timeout) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _journal_mode_wal(conn, timeout)
         if str(mode).lower() != "wal":
             notes.append(f"the file system of {db_path} does not support WAL; using {mode} journal")
         conn.execute("PRAGMA synchronous = FULL")
@@ -388,6 +395,19 @@ def connect(db_path: Path, data_root: Path, timeout: float, *, read_only: bool =
         conn.close()
         raise
     return conn, notes
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch to WAL. Several processes opening a new file at once (concurrent first labels) may get
+    "database is locked" at once here, without SQLite's busy handler: wait as a busy handler would."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if not ("locked" in str(exc) or "busy" in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _statements(script: str) -> list[str]:
@@ -414,6 +434,7 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
                 f"the label database {db_path} was written by a newer allblast (schema {version}, this "
                 f"version reads {SCHEMA_VERSION}); update allblast, or open the data set with another db_path"
             )
+        _check_tables_match(conn, db_path, version)
         if version == 0:
             if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
                 raise StoreError(
@@ -442,6 +463,23 @@ def _migrate(conn: sqlite3.Connection, db_path: Path, data_root: Path) -> None:
         raise
 
 
+# The tables each schema version adds: a file whose version is older than its tables was written
+# (or changed) by another allblast, and migrating it would fail halfway ("table ... already exists").
+_ADDED_IN = {1: ("cells", "labels", "actions", "changes"), 2: ("models", "predictions"),
+             3: ("classes", "class_changes")}
+
+
+def _check_tables_match(conn: sqlite3.Connection, db_path: Path, version: int) -> None:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    later = [t for v, names in _ADDED_IN.items() if v > version for t in names if t in tables]
+    if later:
+        raise StoreError(
+            f"the label database {db_path} comes from another (newer or older) version of allblast: it says "
+            f"schema {version} but holds tables of a later one ({', '.join(later)}); open it with the allblast "
+            "that wrote it, or move it aside (rename it) and import your last exported labels CSV"
+        )
+
+
 class Database:
     """One SQLite connection behind a lock: write transactions, queries, errors as StoreError."""
 
@@ -466,11 +504,14 @@ class Database:
                              "shown, but changes cannot be saved there; continue in a copy in your user data "
                              "folder (the app offers it; allblast-engine: --db NEW.sqlite)")
         with self._lock:
-            conn = self.conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise translate_error(exc, self.db_path, self.timeout) from exc
+            while True:
+                conn = self.conn
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise translate_error(exc, self.db_path, self.timeout) from exc
+                if self._ready(conn):
+                    break
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -483,6 +524,11 @@ class Database:
                 if isinstance(exc, sqlite3.Error):
                     raise translate_error(exc, self.db_path, self.timeout) from exc
                 raise
+
+    def _ready(self, conn: sqlite3.Connection) -> bool:
+        """Just after BEGIN IMMEDIATE: True to go on; False when the hook ended that transaction
+        and changed `conn` (a pending label store moved beside the images): begin again there."""
+        return True
 
     def query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self._lock:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.cells import FileCheck, ScanResult
-from ..data.scan import scan
+from ..data.scan import rescan, scan
 from .classes import ClassSet, class_set
 from .db import BESIDE_DIR, DB_NAME, find_db, user_db_path
 from .store import LabelStore, StoreError
@@ -61,6 +61,13 @@ def save_checks(store: LabelStore, old: Mapping[str, FileCheck], new: Mapping[st
         conn.executemany(f"INSERT OR REPLACE INTO files({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", fresh)
 
 
+def established(store: LabelStore) -> list[str]:
+    """The cells a scan keeps when a file with the same content appears (`scan(prefer=...)`):
+    labelled cells first, then every other present cell, oldest first."""
+    return [r[0] for r in store.query("SELECT c.path FROM cells c LEFT JOIN labels l ON l.path = c.path "
+                                      "WHERE c.present = 1 ORDER BY l.path IS NULL, c.rowid")]
+
+
 def _labels_file(store: LabelStore, labels) -> Path | None:
     """The explicit labels CSV, remembered so a reopen without one keeps the same original labels."""
     if labels is not None:
@@ -99,7 +106,8 @@ def open_dataset(
     try:
         labels_file = _labels_file(store, labels)
         known = load_checks(store)
-        result = scan(store.data_root, labels_file, patient_regex=patient_regex, known=known, progress=progress)
+        result = scan(store.data_root, labels_file, patient_regex=patient_regex, known=known, progress=progress,
+                      prefer=established(store))
         if not store.read_only:  # a read-only store is shown as it is; the scan fills in what it lacks
             save_checks(store, known, result.checks)
             store.sync_cells(result.cells)
@@ -149,4 +157,9 @@ def with_expert_labels(result: ScanResult, *, db_path: str | os.PathLike | None 
     # folder, or its user-data copy when one was made); any other is opened as given.
     own = not db_path and db == result.root / BESIDE_DIR / DB_NAME
     with LabelStore.open(result.root, db_path=None if own else db) as store:
+        keep = established(store)
+        rank = {p: i for i, p in enumerate(keep)}
+        # A copy that sorts before a labelled cell was kept by this scan: scan again keeping the cell.
+        if any(rank.get(dup, len(rank)) < rank.get(kept, len(rank)) for dup, kept in result.duplicates.items()):
+            result = rescan(result, keep)
         return apply_expert_labels(result, store.states())

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.cells import UNSURE
+from ..data.cells import UNSURE, parse_label
+from . import pending as pend
+from .pending import PendingHome
 from .classes import CLASS_EDIT, revert_class_edit
 from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, default_annotator,
-                 locate_db, now_utc,
-                 pending_db_path, promote_copy, remove_db_files, seed_copy)
+                 locate_db, now_utc, pending_db_path, seed_copy)
 
 if TYPE_CHECKING:
     from ..data.cells import Cell
@@ -93,20 +93,17 @@ def _state(row) -> LabelState:
 
 
 def normalise_label(label: str | None) -> str | None:
-    if label is None:
-        return None
-    if not isinstance(label, str):
+    """A label as the store keeps it (`parse_label`: the reserved words mean unsure or unlabeled)."""
+    if label is not None and not isinstance(label, str):
         raise TypeError(f"a label is a class name, {UNSURE!r} or None, not {label!r}")
-    label = label.strip()
-    if not label:
-        return None
-    return UNSURE if label.lower() == UNSURE else label
+    return parse_label(label)
 
 
-class LabelStore(Database):
+class LabelStore(PendingHome, Database):
     """Labels of one data set. Thread-safe (one connection behind a lock); process-safe (SQLite).
 
-    `transaction()` (BEGIN IMMEDIATE) and `query()` come from `Database`; both raise StoreError.
+    `transaction()` (BEGIN IMMEDIATE) and `query()` come from `Database`, through `PendingHome`
+    (where a pending store writes and reads); both raise StoreError.
     """
 
     def __init__(self, data_root: Path, db_path: Path, location: str, conn: sqlite3.Connection,
@@ -143,14 +140,11 @@ class LabelStore(Database):
         else:
             db, location = locate_db(root)
         home = None
-        # A non-deferred open (a command that writes) adopts a pending index rather than starting an
-        # empty store beside it: the folder's index, meta and predictions move beside the images.
-        adopt = not defer and location == "beside" and not db.is_file() and pending_db_path(root).is_file()
-        if (defer or adopt) and location == "beside":
-            if db.is_file():
-                remove_db_files(pending_db_path(root))  # left by a window that had not labelled yet
-            else:
-                home, db = db, pending_db_path(root)
+        # A pending index (`engine.labels.pending`) is always joined, never hidden: a non-deferred
+        # open (a command that writes) adopts it, and one left beside an existing database (a window
+        # that had not labelled yet, or a move cut short) is carried over into it.
+        if location == "beside" and (pending_db_path(root).is_file() or (defer and not db.is_file())):
+            home, db = db, pending_db_path(root)
         created = not db.exists()
         if location != READ_ONLY:
             try:
@@ -160,75 +154,31 @@ class LabelStore(Database):
                     f"cannot create the folder for the label database {db.parent} ({exc.strerror or exc}); "
                     "make it writable or choose another database location"
                 ) from exc
-        conn, notes = connect(db, root, timeout, read_only=location == READ_ONLY)
+        try:
+            conn, notes = connect(db, root, timeout, read_only=location == READ_ONLY)
+        except StoreError:
+            if home is None or not home.is_file():
+                raise
+            # Another process moved the pending index beside the images (and removed it) just as
+            # this open reached it: open the database there instead.
+            log.debug("pending index %s moved while opening it; using %s", db, home, exc_info=True)
+            db, home = home, None
+            created = not db.exists()
+            conn, notes = connect(db, root, timeout)
         if location == READ_ONLY:
             notes.append(f"{root} is read-only for you: its labels ({db}) are shown, but changes cannot be saved "
                          "there; continue in a copy in your user data folder to label")
         log.debug("label store %s opened (%s%s) for %s", db, location, ", pending" if home else "", root)
         store = cls(root, db, location, conn, timeout, notes, home=home, created=created)
-        if home is not None and (adopt or store.query("SELECT 1 FROM actions LIMIT 1")):
-            store._promote_safely()  # labels made while pending (the move was cut short) go beside the images
-        return store
-
-    # ----------------------------------------------------------------- where it lives
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """`Database.transaction`; a pending store moves beside the images once a label was written
-        (`apply`), and joins the database another window put there meanwhile."""
-        with self._lock:  # the flag below belongs to this transaction only
-            if self.home is not None and self.home.is_file():
-                self._promote()
-            self._promote_after = False
+        if home is not None:
             try:
-                with super().transaction() as conn:
-                    yield conn
-            except BaseException:
-                self._promote_after = False
+                pend.stamp(conn, db, timeout)
+            except StoreError:
+                store.close()
                 raise
-            if self._promote_after:
-                self._promote_after = False
-                self._promote_safely()
-
-    def _promote_safely(self) -> None:
-        """`_promote`, where a failure loses nothing: the labels stay in the pending database (it is
-        tried again at the next label and the next open), and the user is told."""
-        try:
-            self._promote()
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            text = (f"labels of {self.data_root} are kept in {self.db_path} for now: they could not be moved "
-                    f"beside the images ({exc}); make the folder writable, then reopen it")
-            log.warning("%s", text)
-            if text not in self.notes:
-                self.notes.append(text)
-
-    def _promote(self) -> None:
-        """Move the pending database beside the images (copied whole: index, cells, labels, history,
-        predictions, meta), continue there, and remove the pending copy."""
-        with self._lock:
-            home = self.home
-            if home is None:
-                return
-            if not home.is_file():
-                promote_copy(self.conn, home, self.timeout)
-            conn, notes = connect(home, self.data_root, self.timeout)
-            old, self.db_path = self.db_path, home
-            self._conn.close()
-            self._conn, self.home, self.location = conn, None, "beside"
-            self.notes.extend(notes)
-            remove_db_files(old)
-            log.info("labels of %s are now kept in %s", self.data_root, home)
-
-    def discard_pending(self) -> None:
-        """Close, and remove the database if this open created it in the user cache (a cancelled or
-        failed first open leaves nothing behind)."""
-        path, made = self.db_path, self.created and self.home is not None
-        self.close()
-        if made:
-            remove_db_files(path)
-            try:
-                path.parent.rmdir()
-            except OSError:
-                pass
+            if not defer or home.is_file() or store.query("SELECT 1 FROM actions LIMIT 1"):
+                store._promote_safely()  # labels made while pending (the move was cut short) go beside the images
+        return store
 
     # ----------------------------------------------------------------- cells
     def sync_cells(self, cells: Iterable["Cell"]) -> None:

@@ -5,6 +5,7 @@ events, the run folder, inference and metrics (needs torch and timm).
     device     device choice, mixed precision, out-of-memory recognition
     weights    ImageNet weights: a file, timm's cache, the bundled Lite0 file
     model      CellClassifier (backbone + the paper's head), ModelSpec, model.pt format
+    checkpoints every read (weights_only, one line) and write (atomic) of a checkpoint file
     config     TrainConfig (a run's config.json)
     recipes    the paper and allblast recipes; their optimizer, LR schedule and EMA
     distributed torchrun's process group and DistributedDataParallel

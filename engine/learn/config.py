@@ -1,8 +1,16 @@
 """`TrainConfig`: every setting of a training run, as saved in the run's config.json."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
+# Pixels per side a cell model may take: what training accepts and what a model file may say
+# (engine.learn.model.ModelSpec); the Train dialog's range. Below 16 a backbone's strides leave
+# nothing of the image; above 2048 one batch would take gigabytes before anything could complain.
+MIN_IMG_SIZE, MAX_IMG_SIZE = 16, 2048
+# A timm model name, optionally with its pretrained tag ("efficientnet_b3", "resnet50.a1_in1k"):
+# no "hf-hub:" / "local-dir:" prefix, no path, which would make timm fetch or read elsewhere.
+_TIMM_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)?")
 MONITORS = {"val_loss": "min", "val_accuracy": "max", "val_weighted_f1": "max",
             "train_loss": "min", "train_accuracy": "max"}
 SCHEDULES = ("plateau", "cosine")
@@ -57,6 +65,9 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in names})  # newer keys are ignored
 
     def validate(self) -> None:
+        check_backbone_name(self.backbone)
+        if self.img_size is not None:  # None: the backbone's own size
+            check_img_size(self.img_size)
         if self.monitor not in MONITORS:
             raise ValueError(f"monitor must be one of {', '.join(MONITORS)}, not {self.monitor!r}")
         for name in ("epochs", "batch_size"):
@@ -71,6 +82,20 @@ class TrainConfig:
                              "backbone_lr_scale in (0, 1], color_jitter and warmup_epochs >= 0")
         if not (self.lr > 0 and 0 < self.lr_factor <= 1 and self.patience >= 1 and self.max_stalls >= 1):
             raise ValueError("lr must be > 0, lr_factor in (0, 1], patience and max_stalls >= 1")
+
+
+
+def check_img_size(size) -> None:
+    """Raises ValueError unless `size` is a whole number of pixels in the allowed range."""
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_IMG_SIZE <= size <= MAX_IMG_SIZE:
+        raise ValueError(f"image size {size!r} (allowed {MIN_IMG_SIZE}-{MAX_IMG_SIZE} pixels)")
+
+
+def check_backbone_name(name) -> None:
+    """Raises ValueError unless `name` is a plain timm model name (allblast runs offline)."""
+    if not isinstance(name, str) or not _TIMM_NAME.fullmatch(name):
+        raise ValueError(f"backbone {name!r} (a timm model name, such as efficientnet_b3; no hub or folder "
+                         "prefix: allblast never downloads)")
 
 
 # Fields a resumed run takes from the caller; every other field comes from the run's config.json,

@@ -9,6 +9,7 @@ import logging
 import torch
 
 from ..utils.jobs import CancelToken
+from .checkpoints import load_checkpoint
 from .events import Message
 from .distributed import weights_digest
 from .loops import validate
@@ -30,7 +31,7 @@ class RunEnd:
 
         if self.loaders["val"] is None or not self.run.model_path.is_file():
             return None
-        best = torch.load(self.run.model_path, map_location="cpu", weights_only=True)
+        best = load_checkpoint(self.run.model_path)
         self.model.load_state_dict(best["state_dict"])
         r = yield from validate(self.model, self._whole("val"), self.device, self.spec, epoch=self.epoch,
                                 phase="calibrate", autocast_dtype=self.amp, channels_last=self.channels_last,
@@ -57,7 +58,7 @@ class RunEnd:
         """Metrics of the best-by-validation model on the held-out test split."""
         from .metrics import classification_metrics, per_patient
 
-        best = torch.load(self.run.model_path, map_location="cpu", weights_only=True)
+        best = load_checkpoint(self.run.model_path)
         self.model.load_state_dict(best["state_dict"])
         r = yield from validate(self.model, self.loaders["test"], self.device, self.spec, epoch=self.epoch,
                                 phase="test", autocast_dtype=self.amp, channels_last=self.channels_last,

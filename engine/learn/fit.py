@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Generator
 
 from ..data.imaging import ImageReadError
+from ..utils.files import is_disk_full
 from ..utils.jobs import CancelToken, Cancelled
 from .config import TrainConfig
 from .device import is_oom, oom_message
@@ -72,7 +73,7 @@ def _record_failure(failed: TrainingFailed, run: RunDir, session: TrainingSessio
     try:
         if session is not None:
             session.write_card("failed", failure=failure)
-        elif not resume and run.config_path.is_file():
+        elif not resume and run.claimed and run.config_path.is_file():  # never a run this start refused
             run.mark_failed(failed.kind, failed.message)
     except OSError as exc:  # a full disk or a vanished folder: the failure itself is still reported
         log.warning("could not record the failure in %s: %s", run.path, exc)
@@ -80,8 +81,7 @@ def _record_failure(failed: TrainingFailed, run: RunDir, session: TrainingSessio
 
 def _failure(exc: Exception, run: RunDir, config: TrainConfig, session: TrainingSession | None) -> TrainingFailed:
     """The one place a failure becomes a message: what happened, and what to do about it."""
-    kept = (f" Checkpoints of the last completed epoch ({session.epochs_done}) are kept: resume the run."
-            if session is not None and session.epochs_done > 0 else "")
+    kept = _kept(run, session)
     details: dict = {}
     if isinstance(exc, WeightsNotFoundError):
         kind, text = "weights", str(exc)
@@ -97,17 +97,41 @@ def _failure(exc: Exception, run: RunDir, config: TrainConfig, session: Training
         text = (f"{exc}. Lower the learning rate (e.g. --lr {lr / 10:g}) or check the data for broken or "
                 f"unusual images.{kept}")
         details = {"epoch": exc.epoch, "batch": exc.batch, "phase": exc.phase}
-    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    elif is_disk_full(exc):
         kind = "disk-full"
         text = f"the disk holding {run.path} is full ({exc.strerror}); free some space.{kept}"
     elif isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno == errno.EROFS):
         kind = "not-writable"
         text = f"cannot write the run folder {run.path} ({exc.strerror or exc}); choose a folder you can write to."
     elif isinstance(exc, ImageReadError) or (session is None and isinstance(exc, (ValueError, OSError))):
-        kind, text = "data", str(exc)
+        kind, text = "data", worker_message(exc) + kept  # e.g. an image deleted while training
     else:
-        kind, text = "error", f"{type(exc).__name__}: {exc}"
+        kind, text = "error", f"{type(exc).__name__}: {worker_message(exc)}"
         details = {"traceback": traceback.format_exc()}
-    # The log keeps the traceback of every failure; the user reads the one-line message.
-    log.warning("training in %s failed (%s): %s", run.path, kind, text, exc_info=exc)
+    # The log keeps the traceback of every failure; the user reads the one-line message (the
+    # driver shows it: logged as a warning, it would print twice on a terminal).
+    log.info("training in %s failed (%s): %s", run.path, kind, text, exc_info=exc)
     return TrainingFailed(text, kind, str(run.path), details)
+
+
+def _kept(run: RunDir, session: TrainingSession | None) -> str:
+    """What a failed run leaves to resume from, said in the failure's message."""
+    if session is None:
+        return ""
+    if session.epochs_done > 0:
+        return f" Checkpoints of the last completed epoch ({session.epochs_done}) are kept: resume the run."
+    if run.model_path.is_file():  # the first epoch's model.pt was written, its last.pt was not
+        return " The first epoch's model (model.pt) is kept: resume the run to continue from it."
+    return ""
+
+
+def worker_message(exc: BaseException) -> str:
+    """The error's own message. An error in a DataLoader worker comes back with the worker's whole
+    traceback as its message ("Caught X in DataLoader worker process 0. Original Traceback ...");
+    its last line is the original message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    last = next((line for line in reversed(text.splitlines()) if line.strip()), text)
+    name, sep, message = last.partition(": ")  # "engine.data.dataset.CellReadError: cannot read ..."
+    return message if sep and " " not in name else last

@@ -129,6 +129,8 @@ def score_predictions(paths: Sequence[str], patients: Sequence[str | None], pred
     report = classification_metrics(y_true, y_pred, classes, probs=np.asarray(probs)[keep])
     report["per_patient"] = per_patient([patients[i] for i in keep], y_true, y_pred, classes)
     labels = [truth.get(p) for p in paths]
+    unknown = Counter(t for t in labels if t is not None and t not in wanted)
     report["skipped"] = {"unlabeled": sum(1 for t in labels if t is None),
-                         "unknown_classes": sorted({t for t in labels if t is not None and t not in wanted})}
+                         "unknown_classes": sorted(unknown),
+                         "unknown_class_cells": {k: unknown[k] for k in sorted(unknown)}}  # label -> cells
     return report

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..utils.files import atomic_torch_save
+from .checkpoints import check_format, load_checkpoint, save_checkpoint
+from .config import check_backbone_name, check_img_size
 from .device import resolve_device
 
 if TYPE_CHECKING:
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 # reading a model file's description, or predicting through OpenVINO, must not pay for it.
 
 FORMAT = "allblast.model/1"
-
-
-MIN_IMG_SIZE, MAX_IMG_SIZE = 16, 2048  # pixels per side a cell model may take
 
 
 @dataclass(frozen=True)
@@ -61,13 +59,14 @@ class ModelSpec:
 
     def validate(self) -> None:
         problems = []
-        if not isinstance(self.backbone, str) or not self.backbone:
-            problems.append(f"backbone {self.backbone!r}")
+        for check, value in ((check_backbone_name, self.backbone), (check_img_size, self.img_size)):
+            try:  # a backbone "hf-hub:..." would make timm reach the network; an image size of 1 crash
+                check(value)
+            except ValueError as exc:
+                problems.append(str(exc))
         if not (len(self.classes) >= 2 and all(isinstance(c, str) and c for c in self.classes)
                 and len(set(self.classes)) == len(self.classes)):
             problems.append(f"classes {list(self.classes)!r} (need 2 or more distinct names)")
-        if not (isinstance(self.img_size, int) and MIN_IMG_SIZE <= self.img_size <= MAX_IMG_SIZE):
-            problems.append(f"image size {self.img_size!r} (allowed {MIN_IMG_SIZE}-{MAX_IMG_SIZE})")
         if len(self.mean) != 3 or len(self.std) != 3 or not all(isinstance(v, (int, float)) and 0 < v < 10
                                                                   for v in self.std):
             problems.append("normalisation mean/std")
@@ -137,7 +136,7 @@ def build_model(
 # ---- checkpoints ---------------------------------------------------------------------------
 def save_model(path: str | os.PathLike, model: CellClassifier, spec: ModelSpec, **extra) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_torch_save({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
+    save_checkpoint({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
 
 
 def temperature_of(extras: dict) -> float:
@@ -146,35 +145,13 @@ def temperature_of(extras: dict) -> float:
     return float(value) if value else 1.0
 
 
-def _not_loadable(path: Path, exc: Exception) -> str:
-    """One line for a file torch cannot load: what it is, what to do (never torch's advice to load
-    it unsafely with weights_only=False)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError:
-        head = b""
-    choose = "choose the model.pt of an allblast run folder"
-    if head.startswith(b"PK"):  # a zip archive, as torch.save writes: cut short or damaged
-        return f"{path} is a damaged or truncated model file (it cannot be read); copy it again or {choose}"
-    if head.startswith(b"\x80") and "weights_only" in str(exc):
-        return (f"{path} is not an allblast model file (it holds Python objects, which are not loaded "
-                f"because that could run code); {choose}")
-    return f"{path} is not an allblast model file (not a PyTorch checkpoint); {choose}"
-
-
 def read_checkpoint(path: str | os.PathLike) -> tuple[ModelSpec, dict, dict]:
     """A model file's checked description, weights (state dict) and extras, without building the
     network (no timm). Raises ValueError with one line for a file that is no allblast model."""
-    # weights_only: a model file from someone else must not be able to run code on load.
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, MemoryError):  # missing, unreadable, a full memory: those say what they are
-        raise
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a file that is no checkpoint
-        raise ValueError(_not_loadable(Path(path), exc)) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    ckpt = load_checkpoint(path)  # weights_only: a model file from someone else must not run code
+    if not isinstance(ckpt, dict):
         raise ValueError(f"{path} is not an allblast model file (format {FORMAT})")
+    check_format(ckpt.get("format"), FORMAT, path)
     try:
         spec = ModelSpec.from_dict(ckpt.get("spec") or {})
     except ValueError as exc:

@@ -31,37 +31,34 @@ from typing import Any
 import numpy as np
 
 from ..data.splits import LEAKY_NOTE, Split
-from ..utils.files import atomic_torch_save, atomic_write_json, atomic_write_text, check_writable_dir
+from ..utils.files import atomic_write_json, atomic_write_text, check_writable_dir
+from ..utils.process import marker_alive, process_marker
+from .checkpoints import check_format, load_checkpoint, save_checkpoint
 
 
 log = logging.getLogger(__name__)
 
 
 FINISHED_STATES = ("completed", "halted", "early-stopped")
+LAST_FORMAT = "allblast.last/1"
+LAST_FILE = "resume checkpoint"
+CHOOSE_LAST = "it cannot be resumed: train a new run instead"
 
 
-def process_marker() -> dict[str, Any]:
-    """Which process is training a run, so another process can tell a live run from a killed one."""
-    return {"pid": os.getpid(), "host": platform.node()}
-
-
-def _process_alive(card: dict[str, Any]) -> bool:
-    if card.get("host") != platform.node() or not isinstance(card.get("pid"), int):
-        return False
-    try:
-        os.kill(card["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    except OSError:
-        return False
-    return True
+def live_process(card: dict[str, Any]) -> int | None:
+    """The pid of the process on this computer that trains the run of `card` now, else None (a
+    run whose process was killed, by the user or for lack of memory, still says "running")."""
+    if card.get("status") == "running" and marker_alive(card):
+        return card["pid"]
+    return None
 
 
 class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser()
+        # True once this process has started a new run here (it may then record the run's
+        # failure); a refused start (a run already there) never writes a thing.
+        self.claimed = False
 
     # ---- paths -----------------------------------------------------------------------------
     model_path = property(lambda self: self.path / "model.pt")
@@ -152,14 +149,17 @@ class RunDir:
 
     # ---- checkpoints -----------------------------------------------------------------------
     def save_last(self, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.last_path)
+        save_checkpoint(state, self.last_path)
         log.debug("wrote %s (epoch %s)", self.last_path, state.get("epoch"))
 
     def load_last(self) -> dict[str, Any]:
-        import torch
-
         # weights_only: the state holds tensors, numbers, strings and containers only.
-        return torch.load(self.last_path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(self.last_path, what=LAST_FILE, choose=CHOOSE_LAST)
+        if not isinstance(state, dict):
+            raise ValueError(f"{self.last_path} is not an allblast {LAST_FILE}; {CHOOSE_LAST}")
+        if "format" in state:  # written by every allblast version that resumes (a bare state is let through)
+            check_format(state["format"], LAST_FORMAT, self.last_path, LAST_FILE, CHOOSE_LAST)
+        return state
 
     def save_best(self, model, spec, **extra) -> None:
         from .model import save_model  # torch + timm: only when a run actually trains
@@ -182,10 +182,17 @@ class ReplicaRunDir(RunDir):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A run folder's JSON file; one line naming the file when it is missing or damaged."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path.name} is missing in {path.parent}: not a training run folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is damaged (not valid JSON: {exc}); restore it from a backup, or train a "
+                         "new run") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is damaged (not a JSON object); restore it from a backup, or train a new run")
+    return data
 
 
 def _json_default(o: Any) -> Any:
@@ -321,7 +328,12 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
     if not run.config_path.is_file():
         raise FileNotFoundError(f"{run.path} is not a training run folder (no config.json)")
     config = _read_json(run.config_path)
-    card = _read_json(run.card_path) if run.card_path.is_file() else {}
+    card, damaged = {}, None
+    if run.card_path.is_file():
+        try:
+            card = _read_json(run.card_path)
+        except (OSError, ValueError) as exc:  # listed all the same: its model and checkpoints are still there
+            damaged = str(exc)
     metrics = run.read_metrics()
     best = [m for m in metrics if m.get("is_best")]
     best_epoch = int(best[-1]["epoch"]) if best else int(card.get("best_epoch") or 0)
@@ -330,7 +342,9 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
         best_metrics = {f"{part}_{k}": v for part in ("train", "val") for k, v in best[-1].get(part, {}).items()
                         if k in ("loss", "accuracy", "weighted_f1")}
     status, detail = _status(card, run)
-    split = card.get("split", {})
+    if damaged:
+        detail = damaged
+    split = card.get("split") or {}
     leaky = bool(split.get("leaky", config.get("split") == "image"))
     first = min((p.stat().st_mtime for p in (run.config_path, run.split_path) if p.exists()),
                 default=run.config_path.stat().st_mtime)
@@ -338,6 +352,11 @@ def summarize_run(path: str | os.PathLike) -> RunSummary:
                       card.get("backbone") or config.get("backbone", "?"),
                       card.get("img_size") or config.get("img_size"), split.get("protocol") or config.get("split", "?"),
                       leaky, len(metrics), best_epoch, best_metrics, status, detail)
+
+
+def run_status(card: dict[str, Any], run: RunDir) -> tuple[str, str]:
+    """(status, detail) of a run from its card, a "running" one told live or killed by its process."""
+    return _status(card, run)
 
 
 def _status(card: dict[str, Any], run: RunDir) -> tuple[str, str]:
@@ -350,7 +369,9 @@ def _status(card: dict[str, Any], run: RunDir) -> tuple[str, str]:
         failure = card.get("failure") or {}
         return "failed", failure.get("message") or "failed"
     if state == "running":
-        return ("running", "training") if _process_alive(card) else ("stopped", "interrupted")
+        if live_process(card) is not None:
+            return "running", "training"
+        return "stopped", "interrupted"  # its process is gone: killed, or out of memory
     return ("stopped", "interrupted") if run.last_path.is_file() else ("failed", "did not start")
 
 

@@ -199,14 +199,20 @@ class TrainingSession(RunStart, RunEnd):
         if state is None:
             self.scheduler = build_scheduler(self.optimizer, c, self.steps_per_epoch, c.epochs)
             return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.plateau.load_state_dict(state["plateau"])
+        # A state made from model.pt alone (start.best_as_state) has no optimizer, plateau or rng.
+        if state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])
+        else:
+            self.plateau.best = state["best_metrics"].get(self.monitor)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = self.epoch = int(state["epoch"])
         self.best_epoch, self.best_metrics = int(state["best_epoch"]), dict(state["best_metrics"])
         self.elapsed_before = float(state.get("elapsed", 0.0))
-        set_rng_state(state["rng"])
+        if state.get("rng"):
+            set_rng_state(state["rng"])
         self.scheduler = build_scheduler(self.optimizer, c, self.steps_per_epoch, max(c.epochs, self.epoch),
                                          done_updates=self.epoch * self.steps_per_epoch)
         if self.plateau.should_stop:  # resuming an early-stopped run: the user wants more epochs

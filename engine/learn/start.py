@@ -7,12 +7,13 @@ when only rank 0 can read the run folder.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 
 from ..data.splits import make_split
 from ..utils.logs import warn
 from .config import RUN_CONTROL, TrainConfig
-from .runs import RunDir
+from .runs import RunDir, live_process
 
 
 class RunStart:
@@ -40,12 +41,14 @@ class RunStart:
         return result
 
     def _prepare(self, run: RunDir, config: TrainConfig, val_scan, resume: bool):
+        _refuse_a_live_run(run)
         if resume:
             run.clean_temporaries()  # a killed run's half-written checkpoint; this run is ours now
             return self._restore(run, config)
         if run.has_run():
             raise ValueError(f"{run.path} already holds a training run; choose a new output folder "
                              "or resume it")
+        run.claimed = True  # from here on the folder is this run's: its failure may be recorded
         run.create()
         run.clean_temporaries()
         # a separate test folder is the test: every other cell trains, but the validation ones
@@ -59,13 +62,53 @@ class RunStart:
 
     @staticmethod
     def _restore(run: RunDir, config: TrainConfig):
-        if not run.can_resume():
+        from_best = not run.last_path.is_file() and run.model_path.is_file()
+        if not (run.can_resume() or from_best and run.config_path.is_file() and run.split_path.is_file()):
             raise FileNotFoundError(f"nothing to resume in {run.path}: it needs last.pt, config.json and "
                                     "split.json (no epoch finished yet?); start a new run instead")
-        saved = TrainConfig.from_dict(run.read_config())
+        try:  # read_config names the file when it is no JSON object; these, when a field is wrong
+            saved = TrainConfig.from_dict(run.read_config())
+            saved.validate()
+        except (TypeError, ValueError) as exc:
+            text = str(exc)
+            raise ValueError(text if str(run.config_path) in text else f"{run.config_path} is damaged ({text}); "
+                             "restore it from a backup, or train a new run") from None
         changed = [k for k in asdict(saved) if k not in RUN_CONTROL and getattr(saved, k) != getattr(config, k)]
         if changed:
             warn(f"resuming with the run's saved {', '.join(changed)} (they define the run)")
         for k in RUN_CONTROL:
             setattr(saved, k, getattr(config, k))
-        return saved, run.read_split(), run.load_last()
+        split = run.read_split()
+        if from_best:  # the first epoch's last.pt was never written (a full disk): its model.pt was
+            state = best_as_state(run)
+            warn(f"{run.last_path.name} is missing: resuming from model.pt (epoch {state['epoch']}); the "
+                 "optimizer and the learning-rate schedule start afresh")
+            return saved, split, state
+        return saved, split, run.load_last()
+
+
+def best_as_state(run: RunDir) -> dict:
+    """What last.pt would hold, as far as model.pt (the best epoch's weights) tells it: the model,
+    its epoch and metrics; no optimizer, schedule or random state."""
+    from .model import read_checkpoint
+
+    spec, weights, extras = read_checkpoint(run.model_path)
+    epoch = int(extras.get("epoch") or 0)
+    if epoch < 1:
+        raise ValueError(f"{run.model_path} does not say its epoch: it cannot be resumed; train a new run")
+    return {"epoch": epoch, "spec": spec.to_dict(), "model": weights, "best_epoch": epoch,
+            "best_metrics": dict(extras.get("metrics") or {}), "weights": dict(extras.get("weights") or {})}
+
+
+def _refuse_a_live_run(run: RunDir) -> None:
+    """Never two trainings in one run folder: a card that says running, of a process still alive."""
+    if not run.card_path.is_file():
+        return
+    try:
+        card = run.read_model_card()
+    except (OSError, ValueError):
+        return  # a damaged card: the start's own checks decide
+    pid = live_process(card)
+    if pid is not None and pid != os.getpid():  # this process knows what it trains (the app's one run)
+        raise ValueError(f"{run.path} is being trained right now (process {pid} on this computer); wait for it "
+                         "to end, or stop it, before starting or resuming a run there")

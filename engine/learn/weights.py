@@ -57,10 +57,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         sd: Any = load_file(str(path))
     else:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+        from .checkpoints import load_checkpoint
+
+        sd = load_checkpoint(path, what="weights file", choose="give the backbone's ImageNet weights as a timm/torch "
+                             ".pth/.bin or .safetensors file")
     # Training scripts nest the weights; our own checkpoints keep the backbone under "backbone.".
     for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
@@ -189,9 +189,9 @@ def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
         _load_backbone(backbone, _read_state_dict(cached), str(cached))
         return WeightsInfo("timm-cache", str(cached), sha256_file(cached))
     if name == LITE0 and (pkg := lite0_package_file()) is not None:
-        import torch
+        from .checkpoints import load_checkpoint
 
-        src = torch.load(pkg, map_location="cpu", weights_only=True)
+        src = load_checkpoint(pkg, what="weights file", choose="reinstall allblast")
         backbone.load_state_dict(map_lite0_state_dict(src, backbone.state_dict()), strict=True)
         return WeightsInfo(LITE0_PACKAGE, str(pkg), sha256_file(pkg))
     hub_id = backbone.pretrained_cfg.get("hf_hub_id") or f"timm/{name}"

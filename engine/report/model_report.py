@@ -16,7 +16,7 @@ import numpy as np
 
 from ..learn.calibration import expected_calibration_error
 from ..learn.metrics import classification_metrics, per_patient
-from ..learn.runs import RunDir
+from ..learn.runs import RunDir, run_status
 from ..utils.csvsafe import unneutralise
 from .model_info import ModelInfo, model_info
 
@@ -84,16 +84,25 @@ def read_curves(run: RunDir) -> Curves:
 
 
 def read_predictions_csv(path: Path, classes: list[str]) -> tuple[list[str], list[str | None], list[str], list[str], np.ndarray]:
-    """(paths, patients, labels, predicted, probs) of a <split>_predictions.csv."""
+    """(paths, patients, labels, predicted, probs) of a <split>_predictions.csv; ValueError with
+    one line naming the file when it does not fit the model's classes or is damaged."""
     paths, patients, labels, predicted, probs = [], [], [], [], []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            row = {k: unneutralise(v) for k, v in row.items()}
-            paths.append(row["path"])
-            patients.append(row.get("patient") or None)
-            labels.append(row["label"])
-            predicted.append(row["predicted"])
-            probs.append([float(row[f"p_{c}"]) for c in classes])
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                row = {k: unneutralise(v) for k, v in row.items()}
+                paths.append(row["path"])
+                patients.append(row.get("patient") or None)
+                labels.append(row["label"])
+                predicted.append(row["predicted"])
+                probs.append([float(row[f"p_{c}"]) for c in classes])
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise ValueError(f"{path} is damaged or was not written for this model (classes {', '.join(classes)}): "
+                         f"{type(exc).__name__} {exc}; train the run again to rewrite it") from None
+    unknown = sorted({t for t in labels + predicted if t not in classes})
+    if unknown:
+        raise ValueError(f"{path} names classes the model does not have ({', '.join(unknown)}); it was not "
+                         "written for this model.pt")
     return paths, patients, labels, predicted, np.asarray(probs, dtype=np.float64).reshape(len(paths), len(classes))
 
 
@@ -114,17 +123,30 @@ def evaluate_run(run: RunDir, classes: list[str]) -> Evaluation | None:
 
 
 def build_model_report(run_dir: str | Path) -> ModelReport:
-    """Read a run folder into a report. Raises FileNotFoundError when it is not one."""
+    """Read a run folder into a report. Raises FileNotFoundError when it is not one, ValueError
+    (one line naming the file) when one of its files is damaged."""
     import time
+
+    from ..learn.model import read_checkpoint  # torch: only when a report is made
 
     run = RunDir(run_dir)
     if not run.config_path.is_file():
         raise FileNotFoundError(f"{run.path} is not a training run folder (no config.json)")
     if not run.model_path.is_file():
         raise FileNotFoundError(f"{run.path} has no model.pt: the run ended before its first epoch")
+    # The model file says what the model is (ValueError, one line naming it, for one that is no
+    # model); the card (ValueError naming it when damaged) must describe that model.
+    spec, _, _ = read_checkpoint(run.model_path)
     card = run.read_model_card() if run.card_path.is_file() else {}
+    classes = list(spec.classes)
+    if card.get("classes") and list(card["classes"]) != classes:
+        raise ValueError(f"{run.card_path} does not describe {run.model_path.name} (classes {card['classes']} "
+                         f"against {classes}): the folder mixes two runs; use a complete run folder")
     info = model_info(run.model_path)
-    classes = list(card.get("classes") or info.classes)
+    if card.get("status") == "running":  # a killed run's card says so forever: the process tells
+        status, _ = run_status(card, run)
+        card = {**card, "status": "running (training now: this report shows it as it stands)" if status == "running"
+                else "interrupted (its training process is gone: killed, or out of memory); resume the run"}
     counts = (card.get("split") or {}).get("counts") or {}
     return ModelReport(title="Model report", run_dir=str(run.path), model=info, config=run.read_config(),
                        classes=classes, counts={p: counts.get(p) or {"n": 0, "per_class": {}, "n_patients": 0,

@@ -4,7 +4,9 @@ A spreadsheet runs a cell that starts with `=`, `+`, `-` or `@` as a formula (an
 used to smuggle one in), so a file name or an annotator's name such as `=HYPERLINK(...)` would
 become a live formula in the file a hematologist opens. Every text cell that starts with one of
 those characters is written with a leading `'` (OWASP's "CSV injection" advice); numbers are
-written as numbers. Reading our own files back, `unneutralise` removes exactly that prefix.
+written as numbers. Reading our own files back, `unneutralise` removes exactly that prefix. So
+that this is exact, a cell that starts with `'` itself, or with white space, gets the prefix too:
+every value, `'=x.bmp` and a name starting with a tab included, reads back as it was written.
 """
 from __future__ import annotations
 
@@ -19,16 +21,24 @@ TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 PREFIX = "'"
 
 
+def _needs_prefix(value: str) -> bool:
+    # A formula trigger; the prefix itself (so that removing one prefix on reading gives the value
+    # back: `'=x.bmp` is written `''=x.bmp`); or leading white space, which readers strip.
+    return value.startswith(TRIGGERS) or value.startswith(PREFIX) or value[:1].isspace()
+
+
 def neutralise(value: object) -> object:
-    """`value` as a spreadsheet shows it literally: text starting with a formula trigger gets a `'`."""
-    if isinstance(value, str) and value.startswith(TRIGGERS):
+    """`value` as a spreadsheet shows it literally: text starting with a formula trigger (or with
+    `'` or white space, so that `unneutralise` is exact) gets a leading `'`."""
+    if isinstance(value, str) and _needs_prefix(value):
         return PREFIX + value
     return value
 
 
 def unneutralise(value: str) -> str:
-    """Undo `neutralise` on a cell read from a CSV (only the prefix it adds, nothing else)."""
-    if value.startswith(PREFIX) and value[1:2] and value[1:].startswith(TRIGGERS):
+    """Undo `neutralise` on a cell read from a CSV: one leading `'` is removed when what follows
+    needed it, nothing else (read a cell before stripping its white space)."""
+    if value.startswith(PREFIX) and _needs_prefix(value[1:]):
         return value[1:]
     return value
 

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a crash) sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,3 +95,13 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OS error that says the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_message(path: str | os.PathLike, detail: object) -> str:
+    """The one wording of "the disk is full" for the user (label store, exports)."""
+    return f"the disk holding {path} is full ({detail}); free some space and try again"

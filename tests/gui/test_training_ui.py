@@ -83,29 +83,31 @@ def test_train_from_the_dialog_answer_continue_both_ways(qtbot, window, pbc_smal
     assert first.table.rowCount() == 1 and first.table.item(0, 0).text() == "1"
     assert "Epoch 1 done" in first.findChild(QLabel, "continueHeadline").text()
     assert ui.controller.waiting_for_answer and ui.controller.running  # the engine waits; the window does not
-    first.epochs.setValue(1)
-    first.continue_button.click()  # one more epoch...
-    qtbot.waitUntil(lambda: ui.continue_dialog is not None and ui.continue_dialog is not first, timeout=240_000)
-    assert ui.continue_dialog.table.rowCount() == 1
-    ui.continue_dialog.halt_button.click()  # ...then halt
+    assert first.epochs.value() != 3  # the answer below is the user's, not the dialog's default
+    first.epochs.setValue(3)
+    first.continue_button.click()  # three more epochs (past the 2 planned)...
+    qtbot.waitUntil(lambda: ui.continue_dialog is not None and ui.continue_dialog is not first, timeout=480_000)
+    second = ui.continue_dialog
+    assert second.table.rowCount() == 1 and second.table.item(0, 0).text() == "4"  # asked again after epoch 4
+    second.halt_button.click()  # ...then halt
     wait_until_done(qtbot, window)
 
     run = ui.controller.run_dir
     assert run.parent == ui.catalog.root and run.name.endswith("-" + LITE0)
     card = RunDir(run).read_model_card()
-    assert card["status"] == "completed" and card["epochs_run"] == 2  # epoch 2 was the last planned one
-    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2]
+    assert card["status"] == "completed" and card["epochs_run"] == 4  # epoch 1 + the 3 asked for
+    assert [r["epoch"] for r in RunDir(run).read_metrics()] == [1, 2, 3, 4]
     # One point per epoch per curve, the batch curve has more; the curves were created once.
     for name in ("train_loss", "val_loss", "train_accuracy", "val_accuracy", "val_weighted_f1", "lr"):
         xs, _ = ui.dashboard.curves[name].getData()
-        assert list(xs) == [1.0, 2.0], name
-    assert len(ui.dashboard.curves["batch_loss"].getData()[0]) >= 2
+        assert list(xs) == [1.0, 2.0, 3.0, 4.0], name
+    assert len(ui.dashboard.curves["batch_loss"].getData()[0]) >= 4
     assert len(ui.dashboard.loss_plot.listDataItems()) == 3
     assert any("new best" in line for line in ui.dashboard.log_lines())
     assert any("leaky" in line for line in ui.dashboard.log_lines())  # the engine's warning reached the log
     # The Runs panel lists it with its metrics; the settings are remembered.
     summary = ui.runs.model.runs()[0]
-    assert summary.path == run and summary.status == "finished" and summary.epochs_run == 2
+    assert summary.path == run and summary.status == "finished" and summary.epochs_run == 4
     assert ui.runs.model.index(0, 8).data() == f"{summary.best['val_weighted_f1']:.3f}"
     assert window.prefs.train_settings()["backbone"] == LITE0
     # The folder's first model becomes its active model, so Model > Predict works at once.
@@ -352,19 +354,22 @@ def test_closing_during_the_warm_up_stops_it_between_imports(qtbot, make_window,
 
     from allblast_gui import training_ui
 
-    started, release, ran = threading.Event(), threading.Event(), []
+    started, closing, ran = threading.Event(), threading.Event(), []
 
     def slow_import():
         started.set()
-        release.wait(5)
+        # The import in flight finishes only once closing has begun: released by the window's
+        # own stop request (set first thing in shutdown), never by a timer that could fire before.
+        if window.training._warm_stop.wait(30):
+            closing.set()
         ran.append("first")
 
     monkeypatch.setattr(training_ui, "WARM_UP_STEPS", (slow_import, lambda: ran.append("second")))
     window = make_window()
     window.training.warm_up()
     assert started.wait(10)
-    threading.Timer(0.3, release.set).start()  # the import in flight finishes after close began
     window.close()
+    assert closing.is_set()  # the close released it, the warm-up did not time out
     assert ran == ["first"]  # waited for, and nothing started after it
     assert window.training.controller._runner.pool.activeThreadCount() == 0
 

@@ -1,6 +1,7 @@
 """Inference backends: the same prediction through torch, OpenVINO or ONNX Runtime.
 
-    base                 Backend (normalised images -> logits), BACKENDS, PRECISIONS, BackendError
+    base                 Backend (normalised images -> logits), BACKENDS, PRECISIONS, BackendError,
+                         BackendUnavailable (a fast backend that cannot start: `auto` falls back)
     torch_backend        TorchBackend: the reference; CUDA; autocast for bf16 / f16
     onnx_export          export_onnx: a model as ONNX with its description in the metadata
     cache                cache_entry: exported / compiled files beside the model, keyed by sha256

@@ -23,6 +23,33 @@ class BackendError(ValueError):
     says what to do. A ValueError, so the CLI prints it as one line."""
 
 
+class BackendUnavailable(BackendError):
+    """A fast backend that cannot start on this computer: not installed, an install that does not
+    load, no CPU plugin (a bundle without it), a graph it cannot compile, a first run that fails.
+    `auto` then predicts with torch and says `fallback`, one line naming the reason; a backend
+    asked for by name fails with the message itself."""
+
+    def __init__(self, message: str, fallback: str) -> None:
+        super().__init__(message)
+        self.fallback = fallback
+
+
+def reason(exc: BaseException, limit: int = 200) -> str:
+    """One line saying why a native library failed. OpenVINO puts the source location first
+    ("Exception from src/inference/src/cpp/core.cpp:268:"); the line after it is the news."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not (line.startswith("Exception from ") and line.endswith(":"))]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cannot_run(what: str, exc: BaseException) -> BackendUnavailable:
+    """The BackendUnavailable for `what` ("OpenVINO") failing with `exc`."""
+    why = reason(exc)
+    return BackendUnavailable(f"{what} cannot run on this computer ({why}); use --backend torch",
+                              f"{what} cannot run on this computer ({why}), so torch predicts")
+
+
 class Backend(ABC):
     name = ""
     channels_last = False  # the memory layout `logits` prefers its input in
@@ -42,9 +69,19 @@ class Backend(ABC):
         """Around a whole prediction (the torch backend switches to eval mode and back)."""
         yield
 
+    def check(self, img_size: int) -> None:
+        """Run one blank image: a backend that loads but cannot run (a CPU its kernels do not
+        support, a broken install) fails here, before any cell is predicted."""
+        import torch
+
+        out = self.logits(torch.zeros(1, 3, img_size, img_size))
+        if out.ndim != 2 or out.shape[0] != 1:
+            raise RuntimeError(f"it returned logits of shape {tuple(out.shape)} for one image")
+
     @abstractmethod
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised float32 -> (B, C) float32 logits (each backend's own)."""
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "INSTALL_FAST", "BackendError", "Backend"]
+__all__ = ["BACKENDS", "PRECISIONS", "INSTALL_FAST", "BackendError", "BackendUnavailable", "Backend", "cannot_run",
+           "reason"]

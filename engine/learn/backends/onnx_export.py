@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ...utils.files import atomic_path
-from .base import INSTALL_FAST, BackendError
+from .base import INSTALL_FAST, BackendUnavailable, reason
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,13 @@ OPSET = 17
 
 def export_onnx(model: torch.nn.Module, spec, out: str | os.PathLike, *, temperature: float = 1.0,
                 sha256: str = "") -> Path:
-    """Write `model` (a CellClassifier) to `out` atomically. Raises BackendError when the onnx
-    package is missing."""
+    """Write `model` (a CellClassifier) to `out` atomically. Raises BackendUnavailable when the onnx
+    package is missing or the network has an operator ONNX lacks."""
     try:
         import onnx
     except ImportError as exc:
-        raise BackendError(f"exporting to ONNX needs the onnx package: {INSTALL_FAST}") from exc
+        raise BackendUnavailable(f"exporting to ONNX needs the onnx package: {INSTALL_FAST}",
+                                 "the onnx package is not installed, so torch predicts") from exc
     out = Path(out)
     was_training = model.training
     model.eval().cpu()
@@ -43,8 +44,11 @@ def export_onnx(model: torch.nn.Module, spec, out: str | os.PathLike, *, tempera
                                   dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
             except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks, for an unusual backbone
                 log.debug("ONNX export of %s failed", spec.backbone, exc_info=exc)
-                raise BackendError(f"the {spec.backbone} model could not be exported to ONNX ({exc}); "
-                                   "use --backend torch") from exc
+                why = reason(exc)
+                raise BackendUnavailable(f"the {spec.backbone} model could not be exported to ONNX ({why}); "
+                                         "use --backend torch",
+                                         f"the {spec.backbone} model could not be exported to ONNX ({why}), so "
+                                         "torch predicts") from exc
             proto = onnx.load(str(tmp))
             onnx.helper.set_model_props(proto, {"allblast.spec": json.dumps(spec.to_dict()),
                                                 "allblast.temperature": repr(float(temperature)),

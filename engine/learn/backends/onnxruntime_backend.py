@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from .base import INSTALL_FAST, Backend, BackendError
+from .base import INSTALL_FAST, Backend, BackendError, BackendUnavailable, cannot_run
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,20 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise BackendError(f"ONNX Runtime is not installed: {INSTALL_FAST}, or use --backend torch") from exc
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # its warnings are about graph details, not for the user
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+            if getattr(exc, "name", None) in (None, "onnxruntime"):
+                raise BackendUnavailable(f"ONNX Runtime is not installed: {INSTALL_FAST}, or use --backend torch",
+                                         "ONNX Runtime is not installed, so torch predicts") from exc
+            raise cannot_run("ONNX Runtime", exc) from exc
+        except Exception as exc:  # noqa: BLE001 - a broken install (a native library that does not load)
+            raise cannot_run("ONNX Runtime", exc) from exc
+        try:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # its warnings are about graph details, not for the user
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+            self.input_name = self.session.get_inputs()[0].name
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own exception types, for a graph or a CPU it cannot run
+            log.debug("ONNX Runtime could not load %s", onnx_path, exc_info=exc)
+            raise cannot_run("ONNX Runtime", exc) from exc
         log.info("ONNX Runtime %s session ready", ort.__version__)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

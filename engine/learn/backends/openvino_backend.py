@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import INSTALL_FAST, Backend, BackendError
+from .base import INSTALL_FAST, Backend, BackendError, BackendUnavailable, cannot_run, reason
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ _NEEDS = {"bf16": "BF16", "f16": "FP16"}
 
 
 def import_openvino():
-    """The openvino module, or BackendError saying how to install it.
+    """The openvino module, or BackendUnavailable saying how to install it (or why it does not load).
 
     OpenVINO's model-conversion tools start usage telemetry when openvino is imported (a client id
     written under ~/intel, a sender thread). A clinical workstation sends nothing: while openvino is
@@ -31,19 +31,42 @@ def import_openvino():
         saved = sys.modules.get("openvino_telemetry")
         sys.modules["openvino_telemetry"] = None  # type: ignore[assignment] - `import` now raises ImportError
         try:
-            import openvino  # noqa: F401
-        except ImportError as exc:
-            raise BackendError(f"OpenVINO is not installed: {INSTALL_FAST}, or use --backend torch") from exc
+            return _import()
         finally:
             if saved is None:
                 del sys.modules["openvino_telemetry"]
             else:
                 sys.modules["openvino_telemetry"] = saved
+    return _import()
+
+
+def _import():
     try:
         import openvino
     except ImportError as exc:
-        raise BackendError(f"OpenVINO is not installed: {INSTALL_FAST}, or use --backend torch") from exc
+        if getattr(exc, "name", None) not in (None, "openvino"):  # installed, but a part of it is missing
+            raise cannot_run("OpenVINO", exc) from exc
+        raise BackendUnavailable(f"OpenVINO is not installed: {INSTALL_FAST}, or use --backend torch",
+                                 f"OpenVINO is not installed, so torch predicts ({INSTALL_FAST} for faster "
+                                 "CPU predictions)") from exc
+    except Exception as exc:  # noqa: BLE001 - a broken install (a native library that does not load)
+        log.debug("importing OpenVINO failed", exc_info=exc)
+        raise cannot_run("OpenVINO", exc) from exc
     return openvino
+
+
+def openvino_core():
+    """An OpenVINO Core whose CPU plugin loads, or BackendUnavailable naming why not. Asks the CPU
+    plugin alone: a bundle or an install without it fails here, before any export or compilation,
+    and other devices' plugins (GPU, NPU) are never probed."""
+    ov = import_openvino()
+    try:
+        core = ov.Core()
+        core.get_versions("CPU")  # raises when no CPU plugin is registered or it does not load
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError; anything here means it cannot run
+        log.debug("OpenVINO's CPU plugin does not load", exc_info=exc)
+        raise cannot_run("OpenVINO", exc) from exc
+    return ov, core
 
 
 class OpenVinoBackend(Backend):
@@ -51,8 +74,8 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, onnx_path: str | os.PathLike, precision: str, cache_dir: str | os.PathLike) -> None:
         super().__init__(precision, torch.device("cpu"))
-        ov = import_openvino()
-        core = ov.Core()
+        # Any other error of OpenVINO's below is made one line by the loader (loader._open_fast).
+        ov, core = openvino_core()
         capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
         need = _NEEDS.get(precision)
         if need and need not in capabilities:
@@ -69,11 +92,12 @@ class OpenVinoBackend(Backend):
             # on 2 cores 2 streams ran Lite0 @160 at 275 img/s against 246 for one LATENCY stream.
             self.compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": _HINT[precision],
                                                                         "PERFORMANCE_HINT": "THROUGHPUT"})
-        except RuntimeError as exc:  # OpenVINO raises RuntimeError for a graph it cannot compile
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError for a graph it cannot compile
             log.debug("OpenVINO could not compile %s", onnx_path, exc_info=exc)
-            first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise BackendError(f"OpenVINO could not compile this model ({first_line}); use --backend onnxruntime "
-                               "or torch") from exc
+            why = reason(exc)
+            raise BackendUnavailable(f"OpenVINO could not compile this model ({why}); use --backend onnxruntime "
+                                     "or torch", f"OpenVINO could not compile this model ({why}), so torch "
+                                     "predicts") from exc
         self.compile_seconds = time.perf_counter() - start
         self.from_cache = bool(self.compiled.get_property("LOADED_FROM_CACHE"))
         streams = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -94,4 +118,4 @@ class OpenVinoBackend(Backend):
         return torch.from_numpy(np.concatenate(out))
 
 
-__all__ = ["OpenVinoBackend", "import_openvino"]
+__all__ = ["OpenVinoBackend", "import_openvino", "openvino_core"]
