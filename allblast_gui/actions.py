@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMenu, QWidget
 
 MAX_CLASS_KEYS = 9
 
@@ -92,6 +92,9 @@ ACTIONS: tuple[ActionSpec, ...] = tuple([
                "Per patient: expert and model counts, and the share of a chosen class"),
     ActionSpec("accept_prediction", "&Accept Prediction", ("A",), "Review",
                "The model's class becomes the expert label (a selection is one undo step)"),
+    ActionSpec("confirm_label", "C&onfirm Label", ("Y",), "Review",
+               "The label shown is right: the cell counts as reviewed for sign-off (the label does not change; "
+               "an unsure cell asks for a note, a cell the model disagrees with for the reason to keep it)"),
     ActionSpec("saliency", "Show &Saliency", ("G",), "View",
                "Grad-CAM heat map of the model's class over the cell in the inspector"),
     ActionSpec("shortcuts", "&Keyboard Shortcuts", ("F1",), "Help", "This table"),
@@ -100,10 +103,11 @@ ACTIONS: tuple[ActionSpec, ...] = tuple([
 ] + _label_specs())
 
 
-def build_actions(parent: QWidget, handlers: dict[str, Callable[[], None]]) -> dict[str, QAction]:
+def build_actions(parent: QWidget, handlers: dict[str, Callable[[], None]],
+                  specs: tuple[ActionSpec, ...] = ACTIONS) -> dict[str, QAction]:
     """QActions for every spec, added to `parent` so their shortcuts work window-wide."""
     actions: dict[str, QAction] = {}
-    for spec in ACTIONS:
+    for spec in specs:
         action = QAction(spec.text, parent)
         action.setObjectName(f"action_{spec.name}")
         if spec.shortcuts:
@@ -139,7 +143,7 @@ MENUS: tuple[tuple[str, tuple], ...] = (
                "quit")),
     ("&Edit", ("undo", "redo", "-", "select_all", "find", "-", "annotator")),
     ("&Label", ("classes", "-") + tuple(f"label_{i}" for i in range(1, MAX_CLASS_KEYS + 1))
-     + ("-", "label_unsure", "label_clear", "-", "accept_prediction")),
+     + ("-", "label_unsure", "label_clear", "-", "accept_prediction", "confirm_label")),
     ("&View", ("bigger", "smaller", "patient_on_tiles", "-", "zoom_in", "zoom_out", "zoom_fit", "actual_size",
                "saliency", "-", "brighter", "darker", "more_contrast", "less_contrast", "gamma_up", "gamma_down",
                "auto_contrast", "reset_display", "-", "console")),
@@ -150,8 +154,10 @@ MENUS: tuple[tuple[str, tuple], ...] = (
 DYNAMIC_MENUS = {"@recent": "Open &Recent"}
 
 
-def build_menus(menubar, actions: dict[str, QAction]) -> dict[str, object]:
-    """Fill `menubar` from MENUS; returns the dynamic submenus by name (e.g. "@recent")."""
+def build_menus(menubar, actions: dict[str, QAction], extra=()) -> dict[str, object]:
+    """Fill `menubar` from MENUS, then `extra` ((menu title, action name): a feature's own commands,
+    at the end of that menu, or in a new menu before Help); returns the dynamic submenus by name
+    (e.g. "@recent")."""
     dynamic: dict[str, object] = {}
 
     def fill(menu, items) -> None:
@@ -167,6 +173,12 @@ def build_menus(menubar, actions: dict[str, QAction]) -> dict[str, object]:
             else:
                 menu.addAction(actions[item])
 
+    menus = {title: menubar.addMenu(title) for title, _ in MENUS}
     for title, items in MENUS:
-        fill(menubar.addMenu(title), items)
+        fill(menus[title], items)
+    for title, name in extra:
+        if title not in menus:
+            menus[title] = QMenu(title, menubar)
+            menubar.insertMenu(menus["&Help"].menuAction(), menus[title])
+        menus[title].addAction(actions[name])
     return dynamic

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else list(argv), check_folder=False)
     if args.folder and not Path(args.folder).expanduser().is_dir():  # the window says it too
         print(f"allblast: {args.folder} is not a folder", file=sys.stderr)
-    from engine.utils.logs import setup_logging, user_log_dir
+    from engine.utils.logs import setup_logging
+    from engine.utils.places import user_log_dir
 
     # A rotating file in the user log folder (Help > Show Log Folder) keeps every traceback.
     setup_logging(verbosity=args.verbose, log_file=user_log_dir() / "allblast.log", rotate=True)
@@ -67,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .demo import first_run_folder
     from .main_window import ICON, MainWindow
+    from .settings import Prefs
     from .workers import install_warning_hook
 
     from engine.utils.jobs import WORKER_PRELOAD, set_worker_start_method
@@ -82,21 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     QCoreApplication.setApplicationName(APP)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "allblast"])
     app.setWindowIcon(QIcon(str(ICON)))
+    # Python's cyclic collector only on the GUI thread: run from a worker thread it can free a
+    # window's Qt objects there, and Qt then deadlocks against the GUI thread (pyqtgraph's remedy).
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    gc_on_gui_thread = GarbageCollector(interval=1.0)
     settings = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else None
+    recent = Prefs(settings).recent_folders()  # none yet: a first run (the demo folder opens)
     window = MainWindow(settings=settings, db_dir=Path(args.db_dir) if args.db_dir else None,
                         annotator=args.annotator)
     window.show()
     window.activateWindow()  # without a window manager (kiosk, Xvfb) nothing else gives it focus
     # after the first paint: torch, timm and the prediction backend of the user's settings
-    QTimer.singleShot(WARM_UP_DELAY_MS, lambda: window.training.warm_up(backend=window.prefs.inference()[0]))
+    QTimer.singleShot(WARM_UP_DELAY_MS, window.preload)
     folder = args.folder
-    if not folder and (demo := first_run_folder(window.prefs.recent_folders())) is not None:
+    if not folder and (demo := first_run_folder(recent)) is not None:
         folder = str(demo)  # a new user sees cells at once
     if args.script:
         _run_script_when_ready(window, args, folder)
     if folder:
         window.open_folder(folder, args.labels)
-    code = app.exec()
+    try:
+        code = app.exec()
+    finally:
+        gc_on_gui_thread.timer.stop()
+        gc.enable()  # main() may run again in this process (tests): leave the collector as found
     log.info("allblast exits with status %s", code)
     return int(code)
 
@@ -106,22 +119,14 @@ def _run_script_when_ready(window, args: argparse.Namespace, folder: str | None)
     folder); --exit-after: then quit."""
     from PySide6.QtCore import QTimer
 
-    from .scripting import run_script
-
     api = window.script_app
-    # --exit-after: nobody is there to answer a dialog; the window asks nothing (ScriptApp.waiting)
+    # --exit-after: nobody is there to answer a dialog; the window asks nothing (the session says
+    # so to every feature), and a large folder on the command line is opened without asking.
     api.unattended = bool(args.exit_after)
-    if api.unattended and folder and Path(folder).expanduser().is_dir():
-        from .controllers.dataset import folder_concern
-
-        if (concern := folder_concern(Path(folder).expanduser())) is not None:
-            log.warning("%s Opening it without asking: --exit-after runs unattended, and the script's command "
-                        "line names this folder.", concern)
 
     def run() -> None:
         try:
-            if not run_script(Path(args.script).expanduser(), api, write=window.console.write):
-                window.show_dock("console")  # the traceback is there (and in the log)
+            window.run_script(args.script)  # a traceback shows in the console (and the log)
         finally:
             if args.exit_after:
                 api.quit()

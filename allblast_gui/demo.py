@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from engine.labels.db import user_data_root
+from engine.utils.places import user_data_dir
 
 DEMO_ENV = "ALLBLAST_DEMO_DIR"  # a demo folder to use instead of the bundle's (any installation, tests)
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def shipped_demo() -> Path | None:
 
 def demo_copy(source: Path) -> Path:
     """The user's copy of the demo (user data folder/demo), made once; the source is only read."""
-    target = user_data_root() / "demo"
+    target = user_data_dir() / "demo"
     if target.is_dir():
         return target
     partial = target.with_name("demo.partial")

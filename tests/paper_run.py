@@ -24,7 +24,7 @@ import torch
 from engine.data.cells import ScanResult
 from engine.data.scan import scan
 from engine.learn.fit import TrainConfig, fit
-from engine.learn.runs import RunDir
+from engine.learn.run_folder import RunDir
 from engine.utils.jobs import drain
 
 CLASSES, PER_CLASS = ("eosinophil", "lymphocyte", "platelet"), 12

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PySide6.QtCore import QSettings
 
-from allblast_gui.controllers.predictions import run_prediction
-from allblast_gui.dialogs import predict_dialog
-from allblast_gui.dialogs.predict_dialog import PredictDialog
+from engine.workspace.predict_store import run_prediction
+from allblast_gui.predictions import predict_dialog
+from allblast_gui.predictions.predict_dialog import PredictDialog
 from allblast_gui.settings import Prefs
 from engine.labels.store import LabelStore
 from engine.learn.events import Message, PredictedBatch

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from allblast_gui.models.cell_rows import CellFilter, CellRow, apply_filter, rows_from_scan
+from allblast_gui.cells.rows import CellFilter, CellRow, apply_filter, rows_from_scan
 from engine.data.cells import UNSURE, Cell, Problem, ScanResult
 from engine.utils.natsort import natural_key
 

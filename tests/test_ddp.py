@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.learn.runs import RunDir
+from engine.learn.run_folder import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 DOUBLE = Path(__file__).resolve().parent / "ddp_double"  # sitecustomize: DDP without its all-reduce

@@ -141,7 +141,7 @@ def test_a_window_sees_and_joins_labels_a_command_moved_beside_the_images(tmp_pa
 def test_labels_left_in_a_pending_index_join_a_database_made_elsewhere(tmp_path, monkeypatch):
     """A database appeared beside the images without the pending index (another pending file, a
     plain open): the labels the pending index holds are replayed into it, never dropped."""
-    from engine.labels.db import pending_db_path
+    from engine.labels.location import pending_db_path
     from engine.labels.project import open_dataset
     from engine.labels.store import LabelStore
 
@@ -259,7 +259,7 @@ def test_a_full_disk_during_export_is_said_as_such(tmp_path, monkeypatch, capsys
 
     from engine.cli import main
     from engine.labels import csv_io
-    from engine.labels.db import translate_error
+    from engine.labels.errors import translate_error
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     root = tmp_path / "data"

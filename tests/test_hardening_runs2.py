@@ -182,7 +182,7 @@ def test_a_malicious_last_pt_is_refused_in_one_line_on_resume(finished_run, cnmc
 def test_every_checkpoint_reader_refuses_python_objects_the_same_way(tmp_path):
     """model.pt (predict), last.pt (resume) and an ImageNet weights file (--weights): one reader."""
     from engine.learn.model import build_model, read_checkpoint
-    from engine.learn.runs import RunDir
+    from engine.learn.run_folder import RunDir
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": "allblast.model/1", "x": _Evil(tmp_path / "pwned")}, evil)
@@ -389,7 +389,7 @@ def _process_state(pid: int) -> str | None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tells a zombie by /proc")
 def test_a_killed_run_is_told_from_a_live_one_by_train_the_runs_and_report(cnmc_dir, tmp_path):
-    from engine.learn.runs import summarize_run
+    from engine.learn.run_list import summarize_run
     from engine.report.model_report import build_model_report
 
     run, log = tmp_path / "run", tmp_path / "train.log"

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from engine.data.scan import scan
-from engine.labels.db import READ_ONLY, locate_db
+from engine.labels.location import READ_ONLY, locate_db
 from engine.labels.outputs import OutputRefused, check_output
 from engine.labels.store import LabelStore
 from engine.learn.model import build_model, load_model, save_model
-from engine.learn.runs import RunDir
+from engine.learn.run_folder import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_a_read_only_folder_shows_its_labels_and_a_copy_continues_them(labelled_
 def test_locating_the_store_of_a_read_only_folder_keeps_the_folder_own(labelled_folder, monkeypatch):
     """Engine level (any user): an unwritable folder with a database opens that database read-only."""
     root, home = labelled_folder
-    monkeypatch.setattr("engine.labels.db.dir_writable", lambda folder: False)
+    monkeypatch.setattr("engine.labels.location.folder_writable", lambda folder: False)
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     path, where = locate_db(root)
     assert (path, where) == (root / ".allblast" / "project.sqlite", READ_ONLY)

@@ -166,9 +166,9 @@ def test_demo_needs_two_classes(tmp_path, build):
 def user_data(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("ALLBLAST_DEMO_DIR", raising=False)
-    from engine.labels.db import user_data_root
+    from engine.utils.places import user_data_dir
 
-    return user_data_root()
+    return user_data_dir()
 
 
 def test_first_run_opens_a_copy_of_the_shipped_demo(tmp_path, monkeypatch, user_data):
@@ -289,7 +289,7 @@ def test_build_checks_and_stages_weights(tmp_path, build):
 
 
 def test_train_dialog_names_weights_bundled_with_the_installation(qtbot, installation, empty_hub, tmp_path):
-    from allblast_gui.dialogs.train_dialog import TrainDialog
+    from allblast_gui.training.train_dialog import TrainDialog
     from engine.data.scan import scan
 
     (installation / "efficientnet_b0.safetensors").write_bytes(b"")  # a lookup reads no bytes
@@ -302,7 +302,7 @@ def test_train_dialog_names_weights_bundled_with_the_installation(qtbot, install
 
 
 def test_model_card_versions_say_how_allblast_was_installed(monkeypatch):
-    from engine.learn.runs import versions
+    from engine.learn.model_card import versions
 
     assert versions()["build"] == "python"
     monkeypatch.setattr(sys, "frozen", True, raising=False)

@@ -20,7 +20,7 @@ import pytest
 
 from engine.data.cells import Cell
 from engine.labels.classes import class_set, load as load_classes
-from engine.labels.db import pending_db_path
+from engine.labels.location import pending_db_path
 from engine.labels.store import LabelStore
 
 CHILD = Path(__file__).resolve().parent / "kill_child.py"

@@ -73,8 +73,9 @@ def test_a_version_1_database_gains_the_prediction_tables_and_keeps_its_labels(t
         store.sync_cells([Cell("c1.png", "all", "1")])
         store.set_label("c1.png", "hem", annotator="Dr. A")
     conn = sqlite3.connect(db)  # make it what allblast 0.1 wrote: schema 1, no prediction tables
-    conn.executescript("DROP TABLE predictions; DROP TABLE models; DROP TABLE classes; DROP TABLE class_changes; "
-                       "PRAGMA user_version = 1;")
+    conn.executescript("DROP TABLE embeddings; DROP TABLE predictions; DROP TABLE models; DROP TABLE classes; "
+                       "DROP TABLE class_changes; DROP TABLE reviews; DROP TABLE resolutions; DROP TABLE amendments; "
+                       "DROP TABLE signoff_cells; DROP TABLE signoffs; PRAGMA user_version = 1;")
     conn.close()
     with LabelStore.open(root, db_path=db) as store:
         assert store.state("c1.png").current == "hem" and store.history("c1.png")[0].annotator == "Dr. A"

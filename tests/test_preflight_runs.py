@@ -13,7 +13,8 @@ from engine.data.scan import scan
 from engine.labels.project import apply_expert_labels, open_dataset
 from engine.learn.config import TrainConfig
 from engine.learn.preflight import check_training, count_classes
-from engine.learn.runs import RunDir, list_runs, summarize_run
+from engine.learn.run_folder import RunDir
+from engine.learn.run_list import list_runs, summarize_run
 from engine.learn.weights import LITE0, default_img_size, find_weights
 
 

@@ -16,7 +16,7 @@ from engine.data.dataset import CellDataset, DihedralSampler
 from engine.data.scan import scan
 from engine.learn.config import TrainConfig
 from engine.learn.recipes import RECIPE_FIELDS, RECIPES, build_ema, build_optimizer, build_scheduler, recipe_config
-from engine.learn.runs import RunDir
+from engine.learn.run_folder import RunDir
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))

@@ -42,7 +42,7 @@ def cache_files(tmp_path: Path) -> list[Path]:
 
 
 def test_locating_the_store_creates_nothing(tmp_path):
-    from engine.labels.db import locate_db
+    from engine.labels.location import locate_db
 
     root = tmp_path / "data"
     root.mkdir()
@@ -52,10 +52,8 @@ def test_locating_the_store_creates_nothing(tmp_path):
 
 
 def test_the_writability_probe_creates_nothing(tmp_path):
-    from engine.labels import db
+    from engine.utils.files import folder_writable as probe
 
-    probe = getattr(db, "can_write_in", None)
-    assert probe is not None, "a probe that creates nothing"
     root = tmp_path / "data"
     root.mkdir()
     assert probe(root / ".allblast" / "deeper")
@@ -67,8 +65,8 @@ def test_the_writability_probe_creates_nothing(tmp_path):
         make_read_only(ro)
         code = """
             from pathlib import Path
-            from engine.labels.db import can_write_in
-            print(can_write_in(Path(sys.argv[1]) / ".allblast"), can_write_in(Path(sys.argv[2])))
+            from engine.utils.files import folder_writable
+            print(folder_writable(Path(sys.argv[1]) / ".allblast"), folder_writable(Path(sys.argv[2])))
         """
         r = run_as_other_user(code, base / "home", str(ro), str(base / "home" / "new" / "deeper"))
         assert r.returncode == 0, r.stderr
@@ -138,7 +136,7 @@ def test_a_csv_import_is_a_first_label_too(tmp_path):
 
 def test_a_label_left_in_the_pending_index_moves_beside_at_the_next_open(tmp_path):
     """A kill between the label's commit and the move loses nothing: the next open moves it."""
-    from engine.labels.db import pending_db_path
+    from engine.labels.location import pending_db_path
     from engine.labels.project import open_dataset
 
     root = make_images(tmp_path / "data")
@@ -231,7 +229,7 @@ def test_a_failed_move_loses_no_label(tmp_path, monkeypatch):
     """The folder cannot take the database at the first label: the label stays in the pending
     database (the user is told), and moves beside the images at the next open."""
     from engine.labels import store as store_module
-    from engine.labels.db import StoreError
+    from engine.labels.errors import StoreError
     from engine.labels.project import open_dataset
 
     root = make_images(tmp_path / "data")

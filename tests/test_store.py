@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.labels import db as storedb
+from engine.labels.errors import translate_error
+from engine.labels.schema import SCHEMA_VERSION
+from engine.utils.files import folder_writable
+from engine.utils.places import user_data_dir
 from engine.data.cells import Cell
 from engine.data.labelfiles import read_label_file
 from engine.data.cells import UNSURE
@@ -57,7 +60,7 @@ def test_beside_location_in_a_writable_folder(tmp_path):
         assert s.db_path == root.resolve() / ".allblast" / "project.sqlite"
         assert s.db_path.is_file()
         assert s.query("PRAGMA journal_mode")[0][0] == "wal"
-        assert s.query("PRAGMA user_version")[0][0] == storedb.SCHEMA_VERSION
+        assert s.query("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         assert s.query("SELECT value FROM meta WHERE key = 'root'")[0][0] == str(root.resolve())
 
 
@@ -65,7 +68,7 @@ def test_read_only_folder_falls_back_to_user_data():
     """A folder its user cannot write, holding no database: the store goes to the user data
     folder (found again on the next open) and nothing is written beside the images. Run by a user
     who really cannot write it (as root the child drops to nobody: root ignores permissions)."""
-    assert storedb.user_data_root().name.lower() == "allblast"  # platformdirs' per-user data folder
+    assert user_data_dir().name.lower() == "allblast"  # platformdirs' per-user data folder
     with world_readable_tmp() as base:
         root, home = base / "ro-data", base / "home"
         root.mkdir()
@@ -94,10 +97,10 @@ def test_read_only_folder_falls_back_to_user_data():
 
 
 def test_dir_writable_probe(tmp_path):
-    assert storedb.dir_writable(tmp_path / "new" / "folder")
+    assert folder_writable(tmp_path / "new" / "folder", create=True)
     assert list((tmp_path / "new" / "folder").iterdir()) == []  # the probe file is removed
     (tmp_path / "file").write_text("x")
-    assert not storedb.dir_writable(tmp_path / "file" / "sub")
+    assert not folder_writable(tmp_path / "file" / "sub", create=True)
 
 
 def test_default_annotator():
@@ -441,8 +444,8 @@ def test_export_generic_cnmc_history_and_read_back(store, tmp_path):
     store.undo()
     assert export_csv(store, hist, history=True) == 4
     rows = hist.read_text().splitlines()
-    assert rows[0] == "path,old,new,annotator,changed_at,source,action_id"
-    assert rows[-1].startswith("c4.png,blast,hem,") and rows[-1].endswith(",undo,3")
+    assert rows[0] == "path,old,new,annotator,changed_at,source,action_id,event,reason"
+    assert rows[-1].startswith("c4.png,blast,hem,") and rows[-1].endswith(",undo,3,change,")
     with pytest.raises(ValueError, match="unknown export format"):
         export_csv(store, tmp_path / "x.csv", format="xml")
 
@@ -482,5 +485,5 @@ def test_sqlite_errors_become_actionable_messages(tmp_path):
         "database or disk is full": "full",
     }
     for text, expected in cases.items():
-        err = storedb.translate_error(sqlite3.OperationalError(text), db, 5.0)
+        err = translate_error(sqlite3.OperationalError(text), db, 5.0)
         assert isinstance(err, StoreError) and expected in str(err) and str(db) in str(err)

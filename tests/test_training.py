@@ -20,7 +20,7 @@ from engine.learn.events import (AskContinue, BatchProgress, Continue, EpochEnd,
 from engine.utils.jobs import CancelToken
 from engine.utils.logs import AllblastWarning
 from engine.learn.model import load_model
-from engine.learn.runs import RunDir
+from engine.learn.run_folder import RunDir
 from engine.learn.loops import Plateau
 from engine.learn.fit import TrainConfig, fit
 
@@ -195,7 +195,7 @@ def test_plateau_halves_lr_and_stops_after_three_stalls():
 
 KILL_WRITER = textwrap.dedent("""
     import sys, torch
-    from engine.learn.runs import RunDir
+    from engine.learn.run_folder import RunDir
     run = RunDir(sys.argv[1])
     i = 0
     while True:

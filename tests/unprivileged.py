@@ -20,8 +20,8 @@ NOBODY = 65534
 REPO = Path(__file__).resolve().parents[1]
 # Imported before the drop: the child may not be able to read them afterwards (root's home).
 PRELOAD = ("engine.cli", "engine.cli.labels", "engine.labels.project", "engine.labels.csv_io",
-           "engine.labels.outputs", "engine.labels.store", "engine.labels.db", "engine.data.scan",
-           "engine.utils.files", "platformdirs", "sqlite3", "csv", "json")
+           "engine.labels.outputs", "engine.labels.store", "engine.labels.location", "engine.data.scan",
+           "engine.utils.files", "engine.workspace.lock", "encodings.ascii", "platformdirs", "sqlite3", "csv", "json")
 
 
 @contextmanager

@@ -1,1 +1,1 @@
-"""Dialogs of the review window."""
+"""Dialogs every feature shares (Help); a feature's own dialogs live in its folder."""

@@ -1,9 +1,12 @@
-"""Keyboard shortcuts, printed from `actions.ACTIONS`: the same definitions the window binds."""
+"""The Help menu: keyboard shortcuts (printed from `actions.ACTIONS`: the same definitions the
+window binds), About, and the log folder (also offered by the training failure dialog)."""
 from __future__ import annotations
 
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
-    QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel, QTableWidget, QTableWidgetItem,
-    QVBoxLayout, QWidget,
+    QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel, QMessageBox, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from ..actions import ACTIONS, ActionSpec, label_key_text, shortcut_text
@@ -53,3 +56,19 @@ class HelpDialog(QDialog):
         layout.addWidget(self.table)
         layout.addWidget(buttons)
         self.resize(640, 560)
+
+
+def show_about(parent: QWidget) -> None:
+    QMessageBox.about(parent, "About allblast",
+                      "<b>allblast</b><br>Review and relabel single-cell blood images at keyboard "
+                      "speed; labels are kept with their full history in a local database.")
+
+
+def show_log_folder(parent: QWidget) -> None:
+    """Help ▸ Show Log Folder: the user log folder in the file manager (or its path, without one)."""
+    from engine.utils.places import user_log_dir
+
+    folder = user_log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
+        QMessageBox.information(parent, "Log folder", f"The log files are in\n{folder}")

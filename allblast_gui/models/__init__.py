@@ -1,1 +1,1 @@
-"""Qt item models: thin adapters over plain Python rows (see `cell_rows`)."""
+"""Qt item models: thin adapters over the plain rows in `allblast_gui.cells` (nothing else lives here)."""

@@ -1,6 +1,6 @@
 """The cell grid's Qt model: a thin adapter over `list[CellRow]` and a `CellFilter`.
 
-All the data lives in plain rows (cell_rows); this class only maps visible rows to Qt roles.
+All the data lives in plain rows (cells.rows); this class only maps visible rows to Qt roles.
 Rows appear in batches (canFetchMore/fetchMore, as in Qt's fetchmore example) so a 15,000-cell
 folder paints its first screen at once. Thumbnails come from a ThumbnailLoader that never blocks
 `data()`; when to ask it, and when to repaint, is the ThumbnailScheduler's job.
@@ -16,9 +16,9 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistent
 from PySide6.QtGui import QPixmap
 
 from ..style import label_text
-from .cell_rows import CellFilter, CellRow, apply_filter
-from .thumbnail_scheduler import ThumbnailScheduler
-from .thumbnails import IDENTITY, Display, ThumbnailLoader, adjust_image
+from ..cells.rows import CellFilter, CellRow, apply_filter
+from ..cells.thumbnail_scheduler import ThumbnailScheduler
+from ..cells.thumbnails import IDENTITY, Display, ThumbnailLoader, adjust_image
 
 CELL_ROLE = Qt.ItemDataRole.UserRole + 1  # the CellRow itself
 PATH_ROLE = Qt.ItemDataRole.UserRole + 2  # CellRow.path (relative to the data root, "/")
@@ -193,6 +193,10 @@ class CellListModel(QAbstractListModel):
             return
         self._repaint(paths, _PREDICTION_ROLES)
 
+    def review_marks_changed(self, paths) -> None:
+        """The rows of `paths` got another review mark (`CellRow.reviewed`): repaint them."""
+        self._repaint(paths, _LABEL_ROLES)
+
     def _repaint(self, paths, roles) -> None:
         touched = sorted(row for p in paths if (row := self._visible_row.get(p)) is not None and row < self._loaded)
         if not touched:
@@ -357,7 +361,7 @@ class CellListModel(QAbstractListModel):
         i = self._visible[row]
         cell = self._rows[i]
         problem = cell.problem or self._loader.failure(self.abspath(cell))
-        inputs = (cell.current, problem, cell.pred, cell.pred_p)
+        inputs = (cell.current, problem, cell.pred, cell.pred_p, cell.reviewed)
         cached = self._tooltips.get(i)
         if cached is None or cached[0] != inputs:
             cached = self._tooltips[i] = (inputs, self._tooltip(cell))
@@ -369,6 +373,8 @@ class CellListModel(QAbstractListModel):
             lines.append(f"label: {label_text(cell.current)} (was {label_text(cell.original)})")
         else:
             lines.append(f"label: {label_text(cell.current)}")
+        if cell.reviewed:
+            lines.append(f"reviewed: {cell.reviewed}")
         if cell.width and cell.height:
             lines.append(f"{cell.width} x {cell.height} px")
         if cell.pred is not None:

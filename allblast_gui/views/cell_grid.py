@@ -9,8 +9,8 @@ from __future__ import annotations
 from PySide6.QtCore import QItemSelection, QItemSelectionModel, QModelIndex, QPoint, QSize, Signal
 from PySide6.QtWidgets import QAbstractItemView, QListView, QStyleOptionViewItem, QWidget
 
+from ..cells.rows import CellRow
 from ..models.cell_list_model import LABEL_ROLE, CellListModel
-from ..models.cell_rows import CellRow
 from .tile_delegate import TileDelegate
 
 

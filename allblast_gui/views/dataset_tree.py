@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem, QWidget
 
 from engine.data.cells import UNSURE
 
-from ..models.cell_rows import CellRow
+from ..cells.rows import CellRow
 from ..style import class_key, label_color, label_text
 
 KIND = Qt.ItemDataRole.UserRole  # ("all"|"class"|"patient"|"changed"|"disagree"|"problem", value)

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget,
+    QCheckBox, QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QLineEdit, QToolButton, QVBoxLayout, QWidget,
 )
 
 from engine.data.cells import UNSURE
 
-from ..models.cell_rows import CellFilter
+from ..cells.rows import CellFilter
 
 SEARCH_DEBOUNCE_MS = 250
 ALL = "__all__"
 UNLABELED = "__unlabeled__"
 SORTS = (("name", "File name"), ("patient", "Patient"), ("label", "Label"),
          ("margin", "Doubt (margin)"), ("entropy", "Doubt (entropy)"))
+LISTED = ("listed", "Listed order")  # offered while a list of cells is shown (Suggested, Similar)
 ANY = "__any__"
 
 
@@ -44,6 +45,19 @@ class FilterBar(QWidget):
         self.sort_combo.setItemData(4, "Most doubtful first: the highest entropy of the model's probabilities",
                                     Qt.ItemDataRole.ToolTipRole)
 
+        # A list of cells asked for by name (Label ▸ Next Cells to Label, Find Similar): a chip
+        # with its name and count, and a button that goes back to every cell.
+        self._listed: tuple[str, ...] | None = None
+        self._list_name = ""
+        self.list_chip = QLabel(objectName="filterList")
+        self.list_chip.setStyleSheet("QLabel { background: #fff3c4; border: 1px solid #d9b300; border-radius: 3px;"
+                                     " padding: 1px 6px; }")
+        self.list_clear = QToolButton(objectName="filterListClear", text="✕")
+        self.list_clear.setToolTip("Show every cell again")
+        self.list_clear.clicked.connect(self.clear_list)
+        self.list_chip.hide()
+        self.list_clear.hide()
+
         # The model's row: shown once a model's predictions are on the grid.
         self.disagree_check = QCheckBox("Disagrees with label", objectName="filterDisagree")
         self.predicted_combo = QComboBox(objectName="filterPredicted")
@@ -58,6 +72,8 @@ class FilterBar(QWidget):
         rows.setContentsMargins(4, 2, 4, 2)
         rows.setSpacing(2)
         first = QHBoxLayout()
+        first.addWidget(self.list_chip)
+        first.addWidget(self.list_clear)
         for label, widget in (("Class", self.class_combo), (None, self.changed_check),
                               ("Patient", self.patient_combo), (None, self.search),
                               ("Sort", self.sort_combo)):
@@ -159,6 +175,7 @@ class FilterBar(QWidget):
     def show_all(self) -> None:
         self._quiet = True
         try:
+            self._set_list(None, "")
             self.class_combo.setCurrentIndex(0)
             self.patient_combo.setCurrentIndex(0)
             self.changed_check.setChecked(False)
@@ -167,6 +184,78 @@ class FilterBar(QWidget):
             self.prob_min.setValue(0.0)
             self.prob_max.setValue(1.0)
             self.search.clear()
+            self._debounce.stop()
+        finally:
+            self._quiet = False
+        self._emit()
+
+    # -- a list of cells by name ---------------------------------------------------------------
+    def show_list(self, name: str, paths) -> None:
+        """Only these cells, in this order ("Suggested (24)", "Similar to X (12)"): the other
+        criteria are reset, the sort becomes the list's order."""
+        self._quiet = True
+        try:
+            self.class_combo.setCurrentIndex(0)
+            self.patient_combo.setCurrentIndex(0)
+            self.changed_check.setChecked(False)
+            self.disagree_check.setChecked(False)
+            self.predicted_combo.setCurrentIndex(0)
+            self.prob_min.setValue(0.0)
+            self.prob_max.setValue(1.0)
+            self.search.clear()
+            self._debounce.stop()
+            self._set_list(tuple(paths), name)
+        finally:
+            self._quiet = False
+        self._emit()
+
+    def clear_list(self) -> None:
+        """Back to every cell (the list's chip closed)."""
+        if self._listed is None:
+            return
+        self._quiet = True
+        try:
+            self._set_list(None, "")
+        finally:
+            self._quiet = False
+        self._emit()
+
+    def listed(self) -> tuple[str, ...] | None:
+        return self._listed
+
+    def _set_list(self, paths, name: str) -> None:
+        self._listed, self._list_name = paths, name
+        index = self.sort_combo.findData(LISTED[0])
+        if paths is None:
+            if index >= 0:
+                if self.sort_combo.currentIndex() == index:
+                    self.sort_combo.setCurrentIndex(0)
+                self.sort_combo.removeItem(index)
+            self.list_chip.hide()
+            self.list_clear.hide()
+            return
+        if index < 0:
+            self.sort_combo.addItem(LISTED[1], LISTED[0])
+            index = self.sort_combo.count() - 1
+        self.sort_combo.setCurrentIndex(index)
+        self.list_chip.setText(name)
+        self.list_chip.setToolTip(f"{name}: only these cells, in this order; ✕ shows every cell again")
+        self.list_chip.show()
+        self.list_clear.show()
+
+    def show_case(self, patient: str | None, text: str = "") -> None:
+        """Show one case's cells: its patient (None: any) and a path prefix to search for (a
+        sub-folder); every other criterion is reset, and one filter is emitted."""
+        self._quiet = True
+        try:
+            self.class_combo.setCurrentIndex(0)
+            self.patient_combo.setCurrentIndex(max(0, self.patient_combo.findData(ALL if patient is None else patient)))
+            self.changed_check.setChecked(False)
+            self.disagree_check.setChecked(False)
+            self.predicted_combo.setCurrentIndex(0)
+            self.prob_min.setValue(0.0)
+            self.prob_max.setValue(1.0)
+            self.search.setText(text)
             self._debounce.stop()
         finally:
             self._quiet = False
@@ -206,6 +295,8 @@ class FilterBar(QWidget):
             disagree_only=self.disagree_check.isChecked(),
             predicted=frozenset([predicted]) if predicted not in (None, ANY) else None,
             prob_range=(lo, hi) if (lo > 0.0 or hi < 1.0) else None,
+            listed=self._listed,
+            list_name=self._list_name,
             sort=self.sort_combo.currentData() or "name",
         )
 

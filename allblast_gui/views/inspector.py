@@ -15,12 +15,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QImage, QPainter, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QAbstractItemView, QFormLayout, QFrame, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QGroupBox,
-    QHeaderView, QLabel, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QHeaderView, QLabel, QPushButton, QScrollArea, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from engine.data.imaging import read_rgb
-from ..models.cell_rows import CellRow
-from ..models.thumbnails import IDENTITY, Display, adjust_image, rgb_to_qimage
+from ..cells.rows import CellRow
+from ..cells.thumbnails import IDENTITY, Display, adjust_image, rgb_to_qimage
 from ..style import label_text
 from .prediction_view import PredictionView, heat_map_image
 from ..workers import TaskRunner
@@ -129,6 +129,7 @@ class ImageView(QGraphicsView):
 
 class Inspector(QWidget):
     saliencyRequested = Signal(str)  # the cell whose heat map to compute
+    similarRequested = Signal(str)  # the cell whose look-alikes to list (Find Similar)
 
     def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -173,12 +174,18 @@ class Inspector(QWidget):
         predictions_box = QGroupBox("Prediction")
         QVBoxLayout(predictions_box).addWidget(self.predictions)
 
+        self.similar_button = QPushButton("Find Similar Cells (S)", objectName="inspectorSimilar")
+        self.similar_button.setToolTip("The cells that look most like this one (by the active model's embeddings), "
+                                       "as a list in the grid: fix a mislabelled cell's look-alikes in one batch")
+        self.similar_button.clicked.connect(lambda: self._row is not None and self.similarRequested.emit(self._row.path))
+
         # Facts, prediction and history scroll under the image: a model with many classes must not
         # make the dock (and the window) taller than the screen.
         details = QWidget()
         box = QVBoxLayout(details)
         box.setContentsMargins(0, 0, 0, 0)
         box.addLayout(form)
+        box.addWidget(self.similar_button)
         box.addWidget(predictions_box)
         box.addWidget(history_box, 1)
         self.history.setMinimumHeight(90)
@@ -282,7 +289,8 @@ class Inspector(QWidget):
                 patient=row.patient or "—",
                 size=f"{row.width} × {row.height} px" if row.width else "—",
                 original=label_text(row.original),
-                current=label_text(row.current) + (" (changed)" if row.changed else ""),
+                current=label_text(row.current) + (" (changed)" if row.changed else "")
+                + (f" · reviewed: {row.reviewed}" if row.reviewed else ""),
             )
             if row.problem:
                 values["size"] = f"unreadable: {row.problem}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..models.cell_rows import CellRow
+from ..cells.rows import CellRow
 from ..style import label_color
 
 
@@ -52,6 +52,7 @@ class PredictionView(QWidget):
         while self.bars.count():
             item = self.bars.takeAt(0)
             if item.widget() is not None:
+                item.widget().hide()  # gone at once, even before the event loop deletes it
                 item.widget().deleteLater()
         self._bars = []
         has = row is not None and row.pred is not None

@@ -29,11 +29,15 @@ CACHE_BYTES = 64 * 1024 * 1024
 UNREADABLE = "unreadable"
 
 
+REVIEWED_MARK = " ✓"
+
+
 def tile_caption(cell, patient: bool = False) -> str:
     """The line under a tile: the current label, or "unreadable" for a file that cannot be shown
     (it has no label, but it is not a cell waiting to be labelled); with `patient`, the patient id
-    after it (View ▸ Patient on Tiles)."""
-    text = UNREADABLE if cell.problem else label_text(cell.current)
+    after it (View ▸ Patient on Tiles). A ✓ after the label: the expert reviewed it (set, accepted,
+    confirmed, or unsure with a note)."""
+    text = UNREADABLE if cell.problem else label_text(cell.current) + (REVIEWED_MARK if cell.reviewed else "")
     return f"{text} · {cell.patient}" if patient and cell.patient else text
 
 

@@ -2,7 +2,9 @@
 
 Every command is a function of parsed arguments; long steps drive the engine's generators and
 show tqdm progress bars. Errors the user can fix are printed as one clear line (exit code 2);
-nothing already saved is touched by a failing command. `-v` shows more on the terminal and
+nothing already saved is touched by a failing command. A command that writes labels (and one that
+reads `--expert-labels`) holds the data set's folder while it runs, and refuses with one line
+saying who holds it (exit code 1) while the app has it open. `-v` shows more on the terminal and
 `--log-file` keeps every detail (tracebacks included) in a file.
 """
 from __future__ import annotations
@@ -27,7 +29,11 @@ Typical use on C-NMC 2019:
   allblast-engine train C-NMC/training_data --out runs/b3 --epochs 10
   allblast-engine evaluate runs/b3/model.pt C-NMC/validation_data --json eval.json
   allblast-engine predict runs/b3/model.pt my_slide/ --out predictions.csv --tta
+  allblast-engine suggest runs/b3/model.pt my_slide/ --n 24 --strategy diverse --out next.csv
   allblast-engine report runs/b3 --out b3.pdf --data my_slide/
+  allblast-engine cases list my_slide/     # per patient: reviewed, open disagreements, blast % (95% CI)
+  allblast-engine cases sign my_slide/ 7 --annotator "Dr. A"   # a reviewed case becomes a signed report
+  allblast-engine weights list      # where each backbone's ImageNet weights come from
 """
 
 # Engine errors that carry a message for the user (matched by name: importing their modules here
@@ -36,12 +42,15 @@ _USER_ERRORS = {"WeightsNotFoundError", "StoreError", "LabelFileError", "ImageRe
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cases import add_cases_commands
     from .export import add_export_command
     from .labels import add_label_commands
     from .predict import add_predict_commands
     from .report import add_report_command
     from .scan import add_scan_command
+    from .suggest import add_suggest_command
     from .train import add_train_command
+    from .weights import add_weights_command
 
     parser = argparse.ArgumentParser(prog="allblast-engine", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,9 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_scan_command(sub)
     add_train_command(sub)
     add_predict_commands(sub)
+    add_suggest_command(sub)
     add_export_command(sub)
     add_label_commands(sub)
     add_report_command(sub)
+    add_cases_commands(sub)
+    add_weights_command(sub)
     return parser
 
 
@@ -81,6 +93,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{where}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, traceback to the log
+        if type(exc).__name__ == "FolderHeld":  # the app (or another command) has the folder open: not now
+            log.debug("%s refused", where, exc_info=exc)
+            print(f"{where}: error: {printable(str(exc))}", file=sys.stderr)
+            return 1
         if type(exc).__name__ in _USER_ERRORS:
             log.debug("%s failed", where, exc_info=exc)
             print(f"{where}: error: {printable(str(exc))}", file=sys.stderr)

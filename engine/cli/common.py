@@ -1,5 +1,6 @@
 """What every `allblast-engine` command shares: user errors, scanning with a progress bar, the
-scan summary, opening a data set's label store, and writing JSON next to the user's files."""
+scan summary, opening a data set's label store (and holding its folder while labels are written
+or read), and writing JSON next to the user's files."""
 from __future__ import annotations
 
 import argparse
@@ -68,13 +69,28 @@ def open_project(args: argparse.Namespace):
     return project
 
 
-def with_expert_labels(data: ScanResult, args: argparse.Namespace) -> ScanResult:
-    """Swap in the expert's labels from the label store when `--expert-labels` asks for them."""
+def hold_folder(args: argparse.Namespace, root: str | Path | None = None):
+    """Hold the data set's folder while this command works on its labels (engine.workspace.lock):
+    refused with one line naming who has it open while the app does (the app sees this command)."""
+    from ..workspace.lock import held
+
+    what = " ".join(str(w) for w in (args.command, getattr(args, "labels_command", None)) if w)
+    return held(args.dir if root is None else root, program=f"allblast-engine {what}",
+                db_path=getattr(args, "db", None))
+
+
+def expert_labels_if_asked(data: ScanResult, args: argparse.Namespace, *, hold: bool = True) -> ScanResult:
+    """Swap in the expert's labels from the label store when `--expert-labels` asks for them
+    (engine.labels.project.with_expert_labels), holding the folder while they are read. `hold`
+    False: another process of this command holds it (torchrun's ranks other than 0)."""
     if not getattr(args, "expert_labels", False):
         return data
-    from ..labels.project import with_expert_labels as swap
+    from contextlib import nullcontext
 
-    data, changed = swap(data, db_path=getattr(args, "db", None))
+    from ..labels.project import with_expert_labels
+
+    with hold_folder(args, data.root) if hold else nullcontext():
+        data, changed = with_expert_labels(data, db_path=getattr(args, "db", None))
     tqdm.write(f"expert labels: {changed} of {len(data.cells)} cells differ from the data set's labels")
     return data
 

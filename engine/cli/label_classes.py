@@ -3,9 +3,10 @@ app's Label ▸ Classes… edits). Each edit is one transaction; rename and dele
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
 from ..utils.text import printable
-from .common import UserError, add_db_arg, add_scan_args, open_project
+from .common import UserError, add_db_arg, add_scan_args, hold_folder, open_project
 
 
 def add_classes_command(lsub) -> None:
@@ -77,12 +78,18 @@ def _edits(args: argparse.Namespace, store) -> list[str]:
 
 
 def cmd_classes(args: argparse.Namespace) -> int:
-    from ..labels import classes as C
-
     if (args.relabel_to or args.unlabel) and not args.delete:
         raise UserError("--relabel-to and --unlabel go with --delete NAME")
     if args.relabel_to and args.unlabel:
         raise UserError("choose one of --relabel-to and --unlabel")
+    edits = (args.preset, args.add, args.rename, args.color, args.key, args.order, args.positive, args.delete)
+    with hold_folder(args) if any(edits) else nullcontext():  # a listing writes no labels
+        return _classes(args)
+
+
+def _classes(args: argparse.Namespace) -> int:
+    from ..labels import classes as C
+
     project = open_project(args)
     try:
         store = project.store

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..utils.text import printable
-from .common import UserError, add_db_arg, add_scan_args, open_project
+from .common import UserError, add_db_arg, add_scan_args, hold_folder, open_project
 from .label_classes import add_classes_command
 
 
@@ -17,13 +17,21 @@ def add_label_commands(sub) -> None:
                        "Images are never modified. Every change is kept in the history.")
     lsub = p.add_subparsers(dest="labels_command", required=True, metavar="ACTION")
 
-    s = lsub.add_parser("set", help="set the label of one cell", description="Set the current label of "
-                        "one cell. LABEL is a class name, 'unsure' (or '?'), or 'none' (or 'unlabeled') to "
-                        "clear it; these words mean the same in an imported CSV and can never name a class.")
+    s = lsub.add_parser("set", help="set (or confirm) the label of one cell", description="Set the current label "
+                        "of one cell. LABEL is a class name, 'unsure' (or '?'), or 'none' (or 'unlabeled') to "
+                        "clear it; these words mean the same in an imported CSV and can never name a class. "
+                        "The label the cell has already records a confirmation ('the label shown is right'), "
+                        "which counts as reviewed for sign-off (`cases sign`). A cell of a signed case is "
+                        "changed only with --reason (an amendment).")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("path", metavar="PATH", help="cell image path relative to DIR")
     s.add_argument("label", metavar="LABEL")
     s.add_argument("--annotator", metavar="NAME", help="who is labelling (default: your OS user name)")
+    s.add_argument("--reason", metavar="TEXT", help="why: needed to change a cell of a signed case (recorded as "
+                   "an amendment); given with a label the active model disagrees with, keeps that label "
+                   "against the model (resolves the disagreement)")
+    s.add_argument("--note", metavar="TEXT", help="with 'unsure': what you saw (an unsure cell counts as "
+                   "reviewed with a note)")
     add_scan_args(s)
     add_db_arg(s)
     s.set_defaults(func=cmd_set)
@@ -40,6 +48,8 @@ def add_label_commands(sub) -> None:
     s.add_argument("--add-classes", action="store_true",
                    help="labels that are not classes of the data set become new classes (default: import nothing "
                    "and name them)")
+    s.add_argument("--reason", metavar="TEXT", help="why, when the file changes cells of a signed case "
+                   "(each is recorded as an amendment; without it nothing is imported)")
     add_scan_args(s)
     add_db_arg(s)
     s.set_defaults(func=cmd_import)
@@ -47,7 +57,8 @@ def add_label_commands(sub) -> None:
     s = lsub.add_parser("export", help="write current labels (or the full history) as CSV",
                         description="Generic columns: path,patient,original,label,annotator,changed_at "
                         "(paths relative to DIR). --format cnmc writes Patient_ID,new_names,labels "
-                        "(1 = all, 0 = hem). --history writes every change instead.")
+                        "(1 = all, 0 = hem). --history writes every change instead, with the confirmations, "
+                        "disagreements kept against a model, sign-offs and amendments (columns event, reason).")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--out", required=True, metavar="CSV")
     s.add_argument("--force", action="store_true", help="replace OUT if it exists (never an image or the label database)")
@@ -87,7 +98,7 @@ def _where(args: argparse.Namespace) -> tuple[str, str]:
         raise UserError(f"{args.path} is not a cell of {root}: there is no such file (PATH is relative to DIR)")
     if getattr(args, "db", None):
         return str(root), target.relative_to(root).as_posix()
-    from ..labels.db import find_db
+    from ..labels.location import find_db
 
     folder = root
     if find_db(root) is None:  # DIR has no label store yet: is the cell kept in another one?
@@ -153,33 +164,73 @@ def cmd_set(args: argparse.Namespace) -> int:
 
     label = parse_label(args.label)  # the reserved words mean what they mean in `labels import`
     args.dir, rel = _where(args)
-    project = open_project(args)
-    try:
-        if rel not in project.store.states():
-            raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
-        if label is not None and project.classes.unknown([label]):
-            why = project.classes.explain_unknown(label)
-            raise UserError(f"{why}{' ' if why.endswith('?') else '. '}Nothing was changed (add a class with "
-                            f"`allblast-engine labels classes {args.dir} --add NAME`)")
-        action = project.store.set_label(rel, label, annotator=_annotator(args), source="cli")
-        print(f"{printable(rel)}: {printable(label or 'unlabeled')}" + ("" if action is not None else " (unchanged)"))
-    finally:
-        project.store.close()
+    with hold_folder(args):
+        project = open_project(args)
+        try:
+            if rel not in project.store.states():
+                raise UserError(f"{args.path} is not a cell of {project.root} (paths are relative to DIR)")
+            if label is not None and project.classes.unknown([label]):
+                why = project.classes.explain_unknown(label)
+                raise UserError(f"{why}{' ' if why.endswith('?') else '. '}Nothing was changed (add a class with "
+                                f"`allblast-engine labels classes {args.dir} --add NAME`)")
+            said = _set_and_review(project.store, rel, label, args)
+            print(f"{printable(rel)}: {printable(label or 'unlabeled')}{said}")
+        finally:
+            project.store.close()
     return 0
+
+
+def _set_and_review(store, rel: str, label: str | None, args: argparse.Namespace) -> str:
+    """Set the label (an amendment with --reason), or confirm the one the cell has; keep it against
+    the active model with --reason. Returns what to say after the label."""
+    from ..data.cells import UNSURE
+    from ..labels import reviews
+    from ..labels.signed import ReasonRequired
+
+    who = _annotator(args)
+    try:
+        action = store.set_label(rel, label, annotator=who, source="cli", reason=args.reason)
+    except ReasonRequired as exc:
+        raise UserError(f"{exc}; give the reason with --reason TEXT") from exc
+    notes = []
+    if action is None and label is not None and (label != UNSURE or args.note):
+        reviews.confirm(store, [rel], annotator=who, note=args.note, source="cli")
+        notes.append("confirmed" + (" with a note" if args.note else ""))
+    elif action is None:
+        notes.append("unchanged" + ("; an unsure cell counts as reviewed with --note TEXT" if label == UNSURE else ""))
+    elif label == UNSURE and args.note:
+        reviews.confirm(store, [rel], annotator=who, note=args.note, source="cli")
+        notes.append("with a note")
+    if action is not None and store.query("SELECT 1 FROM amendments WHERE action_id = ? LIMIT 1", (action,)):
+        notes.append("amendment of a signed case recorded")
+    if args.reason and label is not None and label != UNSURE:
+        from ..cases.summary import model_for
+        from ..labels.predictions import disagrees
+
+        model = model_for(store)
+        predicted = model.predicted.get(rel) if model is not None else None
+        if model is not None and disagrees(label, predicted, model.classes):
+            reviews.keep(store, rel, model=model.sha256, predicted=predicted, reason=args.reason, annotator=who)
+            notes.append(f"kept against the model's {predicted}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from ..data.labelfiles import LabelConflictError
     from ..labels.csv_io import import_csv
+    from ..labels.signed import ReasonRequired
 
-    project = open_project(args)
-    try:
-        report = import_csv(project.store, args.csv, annotator=_annotator(args), last_wins=args.last_wins,
-                            add_classes=args.add_classes)
-    except LabelConflictError as exc:
-        raise UserError(f"{exc} (or rerun with --last-wins to keep the last row of each)") from exc
-    finally:
-        project.store.close()
+    with hold_folder(args):
+        project = open_project(args)
+        try:
+            report = import_csv(project.store, args.csv, annotator=_annotator(args), last_wins=args.last_wins,
+                                add_classes=args.add_classes, reason=args.reason)
+        except ReasonRequired as exc:
+            raise UserError(f"{exc}; give the reason with --reason TEXT") from exc
+        except LabelConflictError as exc:
+            raise UserError(f"{exc} (or rerun with --last-wins to keep the last row of each)") from exc
+        finally:
+            project.store.close()
     print(f"applied {report.applied}, unchanged {report.unchanged}, missing images {len(report.missing)}, "
           f"problems {len(report.problems)}" + (f", conflicts {len(report.conflicts)} (last row used)"
                                                 if report.conflicts else ""))

@@ -9,7 +9,7 @@ from tqdm import tqdm
 from ..labels.outputs import check_output
 from ..utils.logs import warn
 from ..utils.text import printable
-from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, with_expert_labels, write_json
+from .common import UserError, add_db_arg, add_scan_args, expert_labels_if_asked, scan_with_progress, write_json
 
 
 def add_predict_commands(sub) -> None:
@@ -126,7 +126,7 @@ def _predict_cells(args: argparse.Namespace, copy_duplicates: bool):
     spec, extras = predictor.spec, predictor.extras
     args.inference = {"backend": predictor.backend.name, "precision": predictor.backend.precision,
                       "device": str(predictor.backend.device)}
-    data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
+    data = expert_labels_if_asked(scan_with_progress(args.dir, args.labels, args.patient_regex, args.quiet), args)
     gen = predict_iter(predictor.backend, spec, data.root, data.cells, batch_size=args.batch_size,
                        tta=args.tta, workers=args.workers, temperature=temperature_of(extras))
     with tqdm(total=len(data.cells), unit="img", desc="predict", disable=args.quiet) as bar:

@@ -24,7 +24,8 @@ def add_report_command(sub) -> None:
     p.add_argument("--reviewer", metavar="NAME", help="the reviewer named on the case report "
                    "(default: the last annotator of the folder's labels)")
     p.add_argument("--positive", metavar="CLASS", help="the class whose fraction the case report states "
-                   "(default: 'all' when present, e.g. C-NMC blasts)")
+                   "(default: the folder's positive class, as set in the app or with `labels classes --positive`; "
+                   "a folder without one: 'all', e.g. C-NMC blasts, or 'blast')")
     p.add_argument("--force", action="store_true", help="replace existing report files")
     p.add_argument("--per-class", type=int, default=8, metavar="K", help="cells per class in the montage "
                    "(default: %(default)s)")
@@ -36,7 +37,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..report.case import build_case_report
     from ..report.model_info import model_info
     from ..report.model_report import build_model_report
-    from ..report.sources import folder_cells
+    from ..labels.classes import positive_class
+    from ..report.sources import folder_cells, folder_class_set
 
     # The one place the engine reaches the GUI side (an import-linter exception names it): the
     # page renderer needs Qt, and only this command loads it.
@@ -56,7 +58,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         cells, classes, reviewer = folder_cells(args.data, info.sha256)
         if not cells:
             raise UserError(f"{args.data} holds no cell images: no case report written")
-        positive = args.positive or ("all" if "all" in classes else None)
+        class_set = folder_class_set(args.data, classes)
+        classes = [c for c in class_set if c in classes] + [c for c in classes if c not in class_set]  # its order
+        positive = args.positive or positive_class(class_set)
         if args.positive and args.positive not in classes:
             raise UserError(f"--positive {args.positive}: not a class of {args.data} ({', '.join(classes)})")
         case = build_case_report(cells, classes, data_root=Path(args.data).resolve(), scope="folder",

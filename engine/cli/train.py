@@ -13,7 +13,8 @@ from ..learn.events import (AskContinue, BatchProgress, Continue, EpochEnd, Halt
                             TrainingFinished, TrainingStarted)
 from ..utils.jobs import CancelToken
 from ..learn.recipes import RECIPES as RECIPE_CHOICES
-from .common import UserError, add_db_arg, add_scan_args, scan_with_progress, summarise_scan, with_expert_labels
+from .common import (UserError, add_db_arg, add_scan_args, expert_labels_if_asked, scan_with_progress,
+                     summarise_scan)
 
 SPLIT_HELP = ("patient: no patient in two splits (default, honest); image: the paper's random "
               "image-level 90/5/5 split (LEAKY: the same patient's cells in train and test); "
@@ -133,7 +134,9 @@ def _train(args: argparse.Namespace, main: bool, quiet: bool) -> int:
     config = config_from_args(args)  # refused settings are said before minutes of scanning
     if main and not args.resume:
         check_new_run_folder(args.out)
-    data = with_expert_labels(scan_with_progress(args.dir, args.labels, args.patient_regex, quiet), args)
+    # torchrun's other ranks read the labels too: rank 0 holds the folder for them
+    data = scan_with_progress(args.dir, args.labels, args.patient_regex, quiet)
+    data = expert_labels_if_asked(data, args, hold=main)
     if main:
         print(summarise_scan(data))
     val = scan_with_progress(args.val, args.val_labels, args.patient_regex, quiet) if args.val else None
@@ -229,7 +232,7 @@ def check_new_run_folder(out: str) -> None:
     """A new run goes neither into allblast's .allblast/ folder nor among images (the rule every
     writer follows, engine.labels.outputs), nor over another run (refused without a change)."""
     from ..labels.outputs import OutputRefused, check_output
-    from ..learn.runs import RunDir
+    from ..learn.run_folder import RunDir
 
     try:
         check_output(out, what="training run", folder=True)

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from ..data.cells import RESERVED_WORDS, UNSURE
-from .db import StoreError, default_annotator, now_utc
+from .errors import StoreError
+from .stamps import default_annotator, now_utc
 
 MAX_KEYS = 9
 MAX_NAME = 64
@@ -213,15 +214,34 @@ def class_set(store, data_classes: Iterable[str] = ()) -> ClassSet:
     missing = sorted(stored.unknown(in_data))
     if not missing:
         return stored
-    positive = None
-    if stored.positive is None:
-        positive = next((n for n in _POSITIVE_NAMES if n in missing), None)
+    positive = guess_positive(missing) if stored.positive is None else None
     defs = _append(list(stored.defs), missing, positive)
-    if getattr(store, "read_only", False):
+    if store.read_only:
         return ClassSet(defs)
     with store.transaction() as conn:
         add_missing(conn, missing, annotator=FROM_DATA, why="data", positive=positive)
     return load(store)
+
+
+def guess_positive(names: Iterable[str]) -> str | None:
+    """The positive class among a folder's own class names, when they first join a class set:
+    C-NMC's `all` (ALL blasts), else `blast`, else `blasts`; None when there is none of them."""
+    names = set(names)
+    return next((n for n in _POSITIVE_NAMES if n in names), None)
+
+
+def from_names(names: Sequence[str]) -> ClassSet:
+    """The class set a folder of these classes starts with (no database yet): in this order, with
+    the next free keys and colours, and the positive class `guess_positive` finds."""
+    return ClassSet(_append([], list(names), guess_positive(names)))
+
+
+def positive_class(classes: ClassSet) -> str | None:
+    """The data set's positive class: what reports count as suspicious and the share per patient
+    compares. The user's choice, kept in the class set (`set_positive`, the Classes dialog,
+    `labels classes --positive`); `guess_positive` chose it when the folder's classes first joined
+    the set. None: the user chose no class."""
+    return classes.positive
 
 
 def _retired(store) -> set[str]:

@@ -24,7 +24,10 @@ from .store import LabelStore, StoreError, normalise_label
 
 log = logging.getLogger(__name__)
 GENERIC_COLUMNS = ("path", "patient", "original", "label", "annotator", "changed_at")
-HISTORY_COLUMNS = ("path", "old", "new", "annotator", "changed_at", "source", "action_id")
+# The label changes, then (merged in time order) confirmations, disagreements kept against a model,
+# sign-offs and amendments: `event` says which; `reason` holds the amendment's reason, the kept
+# disagreement's, a confirmation's note, or what a signature covered.
+HISTORY_COLUMNS = ("path", "old", "new", "annotator", "changed_at", "source", "action_id", "event", "reason")
 
 
 @dataclass
@@ -53,7 +56,7 @@ class UnknownLabelsError(ClassSetError):
 
 
 def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool = False,
-               add_classes: bool = False) -> ImportReport:
+               add_classes: bool = False, reason: str | None = None) -> ImportReport:
     """Apply a labels CSV to the present cells: ONE transaction, ONE undoable action.
 
     Labels that are not in the data set's class set (`engine.labels.classes`) import nothing
@@ -63,7 +66,8 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool =
     Raises `engine.labelfiles.LabelFileError` when the file is not a label CSV at all, and its
     `LabelConflictError` when rows give one cell different labels (unless `last_wins`: then the
     last such row counts, as in the file's order). Either way nothing is changed. Bad rows and rows
-    naming images that are not in the data set are reported, not raised.
+    naming images that are not in the data set are reported, not raised. A row that changes a
+    signed case's cell is an amendment: without `reason` nothing is imported (ReasonRequired).
     """
     lf = read_label_file(Path(csv_path), store.data_root)
     report = ImportReport(0, 0, [], [])
@@ -99,7 +103,7 @@ def import_csv(store: LabelStore, csv_path, *, annotator: str, last_wins: bool =
                 check_name(lb)  # a label that cannot be a class name (reserved, control characters)
             add_missing(conn, unknown, annotator=annotator, why="import")
             report.added_classes = unknown
-        _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import")
+        _, changed = store.apply(conn, updates, annotator=annotator, source="csv-import", reason=reason)
         report.applied = len(changed)
         report.unchanged = len(updates) - len(changed)
     if report.conflicts:
@@ -120,10 +124,7 @@ def export_csv(store: LabelStore, out_path, *, format: str = "generic", history:
     """Write labels (or, with `history`, the change log) to `out_path` atomically; returns rows
     written. What the C-NMC form cannot hold (other classes, unsure, duplicate names) is warned."""
     if history:
-        changes = store.all_changes()
-        text, n = _csv_text(HISTORY_COLUMNS, (
-            (c.path, c.old, c.new, c.annotator, c.changed_at, c.source, c.action_id) for c in changes
-        ))
+        text, n = _csv_text(HISTORY_COLUMNS, history_rows(store))
     elif format == "generic":
         rows = store.query(
             "SELECT c.path, c.patient, c.original, CASE WHEN l.path IS NULL THEN c.original ELSE l.label END, "
@@ -143,6 +144,25 @@ def export_csv(store: LabelStore, out_path, *, format: str = "generic", history:
         raise
     log.info("exported %d rows (%s%s) to %s", n, format, ", history" if history else "", out_path)
     return n
+
+
+def history_rows(store: LabelStore) -> list[tuple]:
+    """Every label change (an amendment with its reason), then the review marks and sign-offs,
+    in time order (HISTORY_COLUMNS)."""
+    from .reviews import review_history
+    from .signed import amendment_reasons, signoff_history
+
+    reasons = amendment_reasons(store)  # (action id, path) -> reason
+    rows = [(c.path, c.old, c.new, c.annotator, c.changed_at, c.source, c.action_id,
+             "amendment" if (c.action_id, c.path) in reasons else "change", reasons.get((c.action_id, c.path)))
+            for c in store.all_changes()]
+    extra = [(r["path"], r["label"], r["label"], r["annotator"], r["at"], r["source"], None,
+              "confirm" if r["kind"] == "confirm" else f"keep against model {r['model'][:8]}",
+              r["note"] if r["kind"] == "confirm" else r["reason"]) for r in review_history(store)]
+    extra += signoff_history(store)
+    if not extra:
+        return rows
+    return sorted(rows + extra, key=lambda r: r[4])  # stable: changes of one moment keep their order
 
 
 def _cnmc_text(store: LabelStore) -> tuple[str, int]:

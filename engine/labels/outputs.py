@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from ..data.imaging import IMAGE_EXTENSIONS
-from .db import BESIDE_DIR, DB_NAME
+from .location import BESIDE_DIR, DB_NAME
 
 
 class OutputRefused(ValueError):

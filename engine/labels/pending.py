@@ -1,7 +1,7 @@
 """The pending database: a writable folder's label index before its first label.
 
 Opening a folder writes nothing into it: its index (cells, files, meta, predictions) waits in the
-user cache (`db.pending_db_path`) and moves beside the images (`home`) with the first label. Several
+user cache (`location.pending_db_path`) and moves beside the images (`home`) with the first label. Several
 processes (windows, CLI commands) may hold the same pending database at once, so one rule keeps
 every label: the pending database's write lock (BEGIN IMMEDIATE) is the gate.
 
@@ -30,7 +30,9 @@ from pathlib import Path
 
 from ..data.cells import UNSURE
 from .classes import add_missing, load
-from .db import StoreError, connect, remove_db_files, translate_error
+from .connection import connect
+from .errors import StoreError, translate_error
+from .location import remove_db_files
 
 log = logging.getLogger(__name__)
 LINEAGE = "pending_id"  # meta: which pending database this one is, or (beside) was copied from
@@ -136,6 +138,8 @@ class Carried:
     models: list[tuple] = field(default_factory=list)
     predictions: list[tuple] = field(default_factory=list)
     meta: list[tuple[str, str]] = field(default_factory=list)
+    reviews: list[tuple] = field(default_factory=list)  # confirmations (engine.labels.reviews)
+    resolutions: list[tuple] = field(default_factory=list)  # disagreements kept with a reason
 
 
 def read_carried(conn: sqlite3.Connection) -> Carried:
@@ -156,6 +160,10 @@ def read_carried(conn: sqlite3.Connection) -> Carried:
     out.predictions = conn.execute("SELECT model, path, probs FROM predictions").fetchall()
     marks = ",".join("?" * len(_NOT_CARRIED))
     out.meta = conn.execute(f"SELECT key, value FROM meta WHERE key NOT IN ({marks})", _NOT_CARRIED).fetchall()
+    out.reviews = conn.execute("SELECT path, label, note, annotator, reviewed_at, source FROM reviews "
+                               "ORDER BY id").fetchall()
+    out.resolutions = conn.execute("SELECT path, model, label, predicted, reason, annotator, resolved_at "
+                                   "FROM resolutions ORDER BY id").fetchall()
     return out
 
 
@@ -171,8 +179,13 @@ def merge_into(conn: sqlite3.Connection, carried: Carried, apply: Callable[..., 
                      "VALUES (?, ?, ?, ?, ?, ?, ?)", carried.models)
     conn.executemany("INSERT OR IGNORE INTO predictions(model, path, probs) VALUES (?, ?, ?)", carried.predictions)
     conn.executemany("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", carried.meta)
+    conn.executemany("INSERT INTO reviews(path, label, note, annotator, reviewed_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+                     carried.reviews)
+    conn.executemany("INSERT INTO resolutions(path, model, label, predicted, reason, annotator, resolved_at) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", carried.resolutions)
     for kind, annotator, updates in carried.actions:
-        apply(conn, updates, annotator=annotator, source=kind)
+        apply(conn, updates, annotator=annotator, source=kind,
+              reason="labelled in another window before this folder's label database existed")
     return len(carried.actions)
 
 
@@ -293,7 +306,7 @@ class PendingHome:
     def _merge(self, conn: sqlite3.Connection, home_conn: sqlite3.Connection) -> None:
         """`home` was made without this pending database: replay its labels there (one transaction)."""
         carried = read_carried(conn)
-        if not carried.actions:
+        if not carried.actions and not carried.reviews and not carried.resolutions:
             return
         home_conn.execute("BEGIN IMMEDIATE")
         try:

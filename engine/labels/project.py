@@ -16,7 +16,7 @@ from pathlib import Path
 from ..data.cells import FileCheck, ScanResult
 from ..data.scan import rescan, scan
 from .classes import ClassSet, class_set
-from .db import BESIDE_DIR, DB_NAME, find_db, user_db_path
+from .location import BESIDE_DIR, DB_NAME, find_db, user_db_path
 from .store import LabelStore, StoreError
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,12 @@ from ..data.cells import UNSURE, parse_label
 from . import pending as pend
 from .pending import PendingHome
 from .classes import CLASS_EDIT, revert_class_edit
-from .db import (BESIDE_DIR, DB_NAME, READ_ONLY, SCHEMA_VERSION, Database, StoreError, connect, default_annotator,
-                 locate_db, now_utc, pending_db_path, seed_copy)
+from .connection import Database, connect, seed_copy
+from .errors import StoreError
+from .location import BESIDE_DIR, DB_NAME, READ_ONLY, locate_db, pending_db_path
+from .schema import SCHEMA_VERSION
+from .signed import record_amendments
+from .stamps import default_annotator, now_utc
 
 if TYPE_CHECKING:
     from ..data.cells import Cell
@@ -248,31 +252,36 @@ class LabelStore(PendingHome, Database):
         return out
 
     # ----------------------------------------------------------------- labelling
-    def set_label(self, path: str, label: str | None, *, annotator: str, source: str = "keyboard") -> int | None:
-        """Set one cell's label; returns the undoable action's id, or None when nothing changed."""
-        return self.set_labels([path], label, annotator=annotator, source=source)
+    def set_label(self, path: str, label: str | None, *, annotator: str, source: str = "keyboard",
+                  reason: str | None = None) -> int | None:
+        """Set one cell's label; returns the undoable action's id, or None when nothing changed.
+        `reason`: why, for a cell of a signed case (an amendment; without it: ReasonRequired)."""
+        return self.set_labels([path], label, annotator=annotator, source=source, reason=reason)
 
     def set_labels(self, paths: Iterable[str], label: str | None, *, annotator: str,
-                   source: str = "batch") -> int | None:
+                   source: str = "batch", reason: str | None = None) -> int | None:
         """Give many cells one label as ONE undoable action; None when nothing changed."""
         label = normalise_label(label)
         with self.transaction() as conn:
-            return self.apply(conn, {p: label for p in paths}, annotator=annotator, source=source)[0]
+            return self.apply(conn, {p: label for p in paths}, annotator=annotator, source=source, reason=reason)[0]
 
-    def set_many(self, updates: dict[str, str | None], *, annotator: str, source: str = "batch") -> tuple[
-            int | None, list[str]]:
+    def set_many(self, updates: dict[str, str | None], *, annotator: str, source: str = "batch",
+                 reason: str | None = None) -> tuple[int | None, list[str]]:
         """Give each cell its own label, all as ONE undoable action; returns (action id or None,
         the paths whose label changed)."""
         with self.transaction() as conn:
             return self.apply(conn, {p: normalise_label(v) for p, v in updates.items()}, annotator=annotator,
-                              source=source)
+                              source=source, reason=reason)
 
     def apply(self, conn: sqlite3.Connection, updates: dict[str, str | None], *, annotator: str,
-              source: str, always: bool = False) -> tuple[int | None, list[str]]:
+              source: str, always: bool = False, reason: str | None = None) -> tuple[int | None, list[str]]:
         """Inside `transaction()`: write `updates` as one action. Returns (action id, changed paths).
 
         Unknown paths raise KeyError (the transaction is rolled back). `always`: the action is
         recorded even when no label changes (a class rename of an unused class is still undoable).
+        A change to a signed case's cell is an amendment: it needs `reason` (else
+        `engine.labels.signed.ReasonRequired`, and nothing is written); a class rename or delete
+        gives its own.
         """
         if source not in SOURCES and not source.startswith(ACCEPTED_PREDICTION):
             raise ValueError(f"unknown change source {source!r}; expected one of {', '.join(SOURCES)}")
@@ -299,6 +308,10 @@ class LabelStore(PendingHome, Database):
             old = _state(rows[path]).current
             changes.append((aid, path, old, new, annotator, now, source, int(bool(has)), prev_ann, prev_at))
             labels.append((path, new, annotator, now))
+        if source == CLASS_EDIT and not reason:
+            reason = "class renamed or deleted (Label ▸ Classes…)"
+        record_amendments(conn, [(c[1], c[2], c[3]) for c in changes], reason=reason, annotator=annotator,
+                          when=now, action_id=aid, source=source)
         conn.executemany(_INSERT_CHANGE, changes)
         conn.executemany(_UPSERT_LABEL, labels)
         return aid, [p for p, _ in todo]
@@ -310,15 +323,16 @@ class LabelStore(PendingHome, Database):
     def can_redo(self) -> bool:
         return bool(self.query("SELECT 1 FROM actions WHERE state = 'undone' LIMIT 1"))
 
-    def undo(self, *, annotator: str | None = None) -> list[str]:
+    def undo(self, *, annotator: str | None = None, reason: str | None = None) -> list[str]:
         """Revert the latest action (from any window or process); returns the paths it changed.
-        When the action renamed or deleted a class, `last_class_edit` describes it (else None)."""
-        return self._step("undo", annotator)
+        When the action renamed or deleted a class, `last_class_edit` describes it (else None).
+        Reverting a signed case's label is an amendment: it needs `reason` (ReasonRequired)."""
+        return self._step("undo", annotator, reason)
 
-    def redo(self, *, annotator: str | None = None) -> list[str]:
-        return self._step("redo", annotator)
+    def redo(self, *, annotator: str | None = None, reason: str | None = None) -> list[str]:
+        return self._step("redo", annotator, reason)
 
-    def _step(self, kind: str, annotator: str | None) -> list[str]:
+    def _step(self, kind: str, annotator: str | None, reason: str | None = None) -> list[str]:
         who = (annotator or "").strip() or default_annotator()
         with self.transaction() as conn:
             if kind == "undo":
@@ -339,6 +353,7 @@ class LabelStore(PendingHome, Database):
                 forward.reverse()
             current = self._fetch(conn, [f[0] for f in forward])
             now = now_utc()
+            amended: list[tuple[str, str | None, str | None]] = []
             for path, old, new, ann, at, prev_set, prev_ann, prev_at in forward:
                 before = current[path]
                 was = _state(before).current
@@ -353,6 +368,11 @@ class LabelStore(PendingHome, Database):
                     target = before[1]  # back to the original label
                 conn.execute(_INSERT_CHANGE, (aid, path, was, target, who, now, kind,
                                               int(bool(before[2])), before[4], before[5]))
+                amended.append((path, was, target))
+            if not reason and conn.execute("SELECT kind FROM actions WHERE id = ?", (aid,)).fetchone()[0] == CLASS_EDIT:
+                reason = f"{kind} of a class rename or delete"
+            record_amendments(conn, [a for a in amended if a[1] != a[2]], reason=reason, annotator=who, when=now,
+                              action_id=aid, source=kind)
             self.last_class_edit = revert_class_edit(conn, aid, kind, who, now)
             state = "undone" if kind == "undo" else "done"
             conn.execute("UPDATE actions SET state = ? WHERE id = ?", (state, aid))

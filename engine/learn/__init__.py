@@ -10,9 +10,14 @@ events, the run folder, inference and metrics (needs torch and timm).
     recipes    the paper and allblast recipes; their optimizer, LR schedule and EMA
     distributed torchrun's process group and DistributedDataParallel
     loops      train_one_epoch, validate, the LR plateau schedule
-    runs       RunDir (the run folder), resume state, the model card
+    run_folder RunDir: the run folder's files, each written so a crash loses nothing
+    rng        the random state a resumed run continues
+    model_card a run's provenance (model_card.json)
+    run_list   runs as rows of a list (RunSummary), their status told live
+    runs       transitional: names the window still imports from here
     session    TrainingSession: one run's state, epoch loop and test pass
-    start / evaluation  what a run starts from (rank 0's); calibration, test pass, model card
+    start / evaluation  a session's parts: what a run starts from (rank 0's); its end (calibration,
+               test pass, model card)
     fit        fit(): the run as a generator; every failure becomes one TrainingFailed
     inference  batched prediction with TTA; Predictions and their CSV
     backends   the network through torch, OpenVINO or ONNX Runtime; ONNX export; the compiled-model cache

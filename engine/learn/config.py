@@ -47,14 +47,20 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     min_lr: float = 1e-6  # the cosine's floor
     backbone_lr_scale: float = 1.0  # backbone LR = lr * this; the new head learns at lr
+    layer_decay: float = 1.0  # < 1: each backbone stage's LR is this times the next one's (1 = off)
+    head_epochs: float = 0.0  # the backbone is frozen for this many first epochs: the head learns alone
     label_smoothing: float = 0.0
     ema_decay: float = 0.0  # 0 = no EMA; else timm ModelEmaV3's decay (validated, saved as model.pt)
+    ema_warmup_power: float = 2 / 3  # ModelEmaV3's warm-up: decay = 1 - (1 + step) ** -power (higher: longer)
     color_jitter: float = 0.0  # strength of the hue/saturation/brightness jitter (0 = off)
     blur_p: float = 0.0  # chance of a small Gaussian blur
     crop_scale: float = 1.0  # smallest area of a random-resized crop that keeps the cell (1 = no crop)
     tta_eval: bool = False  # the final test pass averages 4 dihedral views
     test_dir: str | None = None  # a separate labelled test folder (its cells are the test split)
     sync_bn: bool = False  # DDP only: BatchNorm statistics over all ranks' batches
+    # A round of Keep Learning (engine.workspace.loop.LoopInfo: loop id, round, strategy, expert
+    # labels, start); the model card records it. None: a run of its own.
+    loop: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,9 +83,11 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
         if not (0 <= self.label_smoothing < 1 and 0 <= self.ema_decay < 1 and 0 < self.crop_scale <= 1
                 and 0 <= self.blur_p <= 1 and self.color_jitter >= 0 and self.warmup_epochs >= 0
-                and 0 < self.backbone_lr_scale <= 1):
+                and 0 < self.backbone_lr_scale <= 1 and 0 < self.layer_decay <= 1 and self.head_epochs >= 0
+                and 0 < self.ema_warmup_power <= 1):
             raise ValueError("label_smoothing and ema_decay in [0, 1), crop_scale in (0, 1], blur_p in [0, 1], "
-                             "backbone_lr_scale in (0, 1], color_jitter and warmup_epochs >= 0")
+                             "backbone_lr_scale, layer_decay and ema_warmup_power in (0, 1], color_jitter, "
+                             "warmup_epochs and head_epochs >= 0")
         if not (self.lr > 0 and 0 < self.lr_factor <= 1 and self.patience >= 1 and self.max_stalls >= 1):
             raise ValueError("lr must be > 0, lr_factor in (0, 1], patience and max_stalls >= 1")
 

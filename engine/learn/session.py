@@ -12,8 +12,8 @@ resumed state, the answer to "continue?") and alone writes the run folder. On CU
 makes it fast (AMP, channels_last, pinned uint8 batches, a decoded-image cache, fixed batch shapes
 warmed up before the first epoch; cuDNN autotuning only on request, `device.cudnn_benchmark`).
 
-What a run starts from is `start.RunStart`'s; calibration, the test pass and the model card are
-`evaluation.RunEnd`'s.
+The session is composed of parts: what a run starts from is `start.start_run`'s; calibration,
+the test pass and the model card are its `end` (`evaluation.RunEnd`).
 
 Checkpoints are only written after a completed epoch, atomically, so cancelling, a NaN loss, an
 out-of-memory error or a kill never costs more than the epoch in progress.
@@ -37,16 +37,18 @@ from .loops import Plateau, class_weights, train_one_epoch, validate
 from .distributed import Dist, from_env, wrap
 from .recipes import build_ema, build_optimizer, build_scheduler
 from .evaluation import RunEnd
-from .runs import ReplicaRunDir, RunDir, rng_state, set_rng_state
-from .start import RunStart
+from .rng import rng_state, set_rng_state
+from .run_folder import ReplicaRunDir, RunDir
+from .start import start_run
 from .warmup import batch_shapes, warm_up
 
 log = logging.getLogger(__name__)
 PARTS = ("train", "val", "test")
 
 
-class TrainingSession(RunStart, RunEnd):
-    """Everything one run needs, set up before the first event; `loop` and `test` are generators."""
+class TrainingSession:
+    """Everything one run needs, set up before the first event; `loop` is a generator, and so are
+    `end.calibrate` and `end.test`."""
 
     epoch_complete = True  # False while an epoch is in progress (it has no checkpoint yet)
     warmed = False  # fixed shapes: the batch shapes were warmed up in this process
@@ -57,9 +59,10 @@ class TrainingSession(RunStart, RunEnd):
         if self.dist is not None and not self.dist.is_main:
             run = ReplicaRunDir(run.path)
         self.scan, self.run = scan, run
+        self.end = RunEnd(self)  # the run's end: calibration, the test pass, the model card
         config = TrainConfig.from_dict(config.to_dict())  # our own copy
         config.validate()
-        config, split, state = self._setup(run, config, val_scan, resume)
+        config, split, state = start_run(scan, run, config, val_scan, resume, self.dist)
         if val_scan is not None and split.protocol != "predefined":
             warn(f"the separate validation data is ignored by the {split.protocol} split "
                  "(use the predefined split to validate on it)")

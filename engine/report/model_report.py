@@ -16,7 +16,8 @@ import numpy as np
 
 from ..learn.calibration import expected_calibration_error
 from ..learn.metrics import classification_metrics, per_patient
-from ..learn.runs import RunDir, run_status
+from ..learn.run_folder import RunDir
+from ..learn.run_list import run_status
 from ..utils.csvsafe import unneutralise
 from .model_info import ModelInfo, model_info
 

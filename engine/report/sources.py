@@ -4,12 +4,15 @@ leaves a `.allblast/` folder in a data folder that had none."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.cells import UNSURE
 from ..data.scan import scan
+from ..labels import classes as C
 from ..labels import predictions as stored
-from ..labels.db import find_db
+from ..labels.classes import ClassSet
+from ..labels.location import find_db
 from ..labels.store import LabelStore, default_annotator
 from ..learn.uncertainty import summarise
 from ..utils.natsort import natural_key
@@ -30,7 +33,8 @@ def cells_with_predictions(cells, states: dict | None, preds: stored.StoredPredi
         st = states.get(c.path) if states else None
         original, current = (st.original, st.current) if st is not None else (c.label, c.label)
         pred = by_path.get(c.path)
-        out.append(CaseCell(c.path, c.patient, original, current, *(pred or (None, None, None))))
+        out.append(CaseCell(c.path, c.patient, original, current, *(pred or (None, None, None)),
+                            model_classes=preds.model.classes if pred else None))
     return out
 
 
@@ -62,4 +66,20 @@ def folder_cells(root: str | Path, model_sha256: str | None = None) -> tuple[lis
     return cells, classes, reviewer or default_annotator()
 
 
-__all__ = ["cells_with_predictions", "folder_cells"]
+def folder_class_set(root: str | Path, names: Sequence[str]) -> ClassSet:
+    """The class set of a data folder (its positive class included): the stored one when it has a
+    label database and classes there, else the one a folder of these class `names` starts with."""
+    root = Path(root).expanduser().resolve()
+    db = find_db(root)
+    if db is not None:
+        store = LabelStore.open(root, db_path=db)
+        try:
+            kept = C.load(store)
+        finally:
+            store.close()
+        if len(kept):
+            return kept
+    return C.from_names(names)
+
+
+__all__ = ["cells_with_predictions", "folder_cells", "folder_class_set"]

@@ -66,27 +66,50 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def writable_or_creatable(path: str | os.PathLike) -> bool:
-    """Whether `path` (a folder) could be created or written, without creating or writing anything."""
-    path = Path(path).expanduser().absolute()
-    for folder in (path, *path.parents):
-        if folder.exists():
-            return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-    return False
+def folder_writable(path: str | os.PathLike, *, create: bool = False) -> bool:
+    """Whether a file can be written in the folder `path`: the one writability probe. Tried, not
+    guessed from modes (root ignores permission bits; read-only mounts and ACLs do not show in
+    them, so `os.access` is not asked): a temporary file is created and removed.
+
+    Without `create` nothing is left behind: a missing folder is judged by its nearest existing
+    parent (could it be created?). With `create` the folder is made first (only for a folder the
+    caller writes to anyway)."""
+    try:
+        _probe(Path(path).expanduser(), create=create)
+    except OSError:
+        return False
+    return True
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and prove it is writable, or raise with what to do."""
+    """Create `path` if needed and prove it is writable (`folder_writable`), or raise with what to do."""
     path = Path(path).expanduser()
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-", delete=True)
-        probe.close()
+        _probe(path, create=True)
     except OSError as exc:
         raise PermissionError(
             f"cannot write to {path} ({exc.strerror or exc}); choose a folder you can write to"
         ) from exc
     return path
+
+
+def _probe(folder: Path, *, create: bool) -> None:
+    """Write and remove a temporary file in `folder` (or its nearest existing parent); OSError if not."""
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    probe_dir = folder.absolute()
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            raise FileNotFoundError(errno.ENOENT, "no existing parent folder", str(folder))
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(probe_dir))
+    fd, name = tempfile.mkstemp(prefix=".allblast-write-test-", dir=probe_dir)
+    os.close(fd)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 
 
 def sha256_file(path: str | os.PathLike) -> str:

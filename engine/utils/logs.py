@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import platformdirs
+from .places import user_log_dir  # noqa: F401 - where the app keeps its log (engine.utils.places)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(threadName)s]: %(message)s"
 LOG_FILE_BYTES = 2 * 1024 * 1024
@@ -23,11 +23,6 @@ LOG_FILE_BACKUPS = 5
 
 class AllblastWarning(UserWarning):
     """A message for the user (not a programming error); the text says what it means."""
-
-
-def user_log_dir() -> Path:
-    """Where the app keeps its log files (platformdirs): ~/.local/state/allblast/log on Linux."""
-    return Path(platformdirs.user_log_dir("allblast", appauthor=False))
 
 
 def warn(text: str) -> None:

@@ -7,6 +7,7 @@ the Python thread count back where it started (a dangling worker fails the test)
 """
 from __future__ import annotations
 
+import gc
 import shutil
 import threading
 import time
@@ -17,6 +18,7 @@ from PySide6.QtCore import QSettings, QThreadPool
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 THREAD_GRACE_S = 5.0
+_WINDOWS_MADE: list[bool] = []  # whether the running test made a window (make_window)
 
 
 def _python_threads() -> set[threading.Thread]:
@@ -28,7 +30,18 @@ def _python_threads() -> set[threading.Thread]:
 @pytest.fixture(autouse=True)
 def no_dangling_threads(qapp):
     before = _python_threads()
+    _WINDOWS_MADE.clear()
     yield
+    if _WINDOWS_MADE:
+        # The test's windows (closed by qtbot by now) are freed here, on the GUI thread: left to the
+        # cyclic collector, they could be freed by a later test's worker thread, where Qt deadlocks
+        # against the GUI thread (the app runs the collector on the GUI thread only: app.py).
+        _WINDOWS_MADE.clear()
+        gc.collect()
+    _check_threads(before)
+
+
+def _check_threads(before: set[threading.Thread]) -> None:
     assert QThreadPool.globalInstance().waitForDone(10_000), "the global QThreadPool still runs work"
     deadline = time.monotonic() + THREAD_GRACE_S
     while True:
@@ -72,6 +85,7 @@ def make_window(qtbot, tmp_path, settings_path):
         qtbot.waitExposed(window)
         window.activateWindow()
         made.append(window)
+        _WINDOWS_MADE.append(True)
         return window
 
     yield make
@@ -90,7 +104,7 @@ def window(make_window):
 def indexed_db(tmp_path_factory):
     """Build each shared data set's index once per session (decoding 2,000 JPEGs takes a while);
     tests get a copy in their own db dir, so the first open in a test is a fast reopen."""
-    from allblast_gui.controllers.dataset import db_path_for
+    from allblast_gui.opening.dataset import db_path_for
     from engine.labels.project import open_dataset
 
     cache = tmp_path_factory.mktemp("indexed-db")

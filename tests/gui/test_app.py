@@ -12,7 +12,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
 from allblast_gui.actions import ACTIONS, shortcut_text
-from allblast_gui.controllers.dataset import db_path_for
+from allblast_gui.opening.dataset import db_path_for
 from allblast_gui.dialogs.help_dialog import shortcut_rows
 from engine.data.cells import UNSURE
 
@@ -323,7 +323,7 @@ def test_an_opened_data_set_is_kept_out_of_the_cyclic_gc(qtbot, window, pbc_dir)
 def test_help_show_log_folder_opens_the_user_log_folder(window, monkeypatch, tmp_path):
     from PySide6.QtGui import QDesktopServices
 
-    from engine.utils.logs import user_log_dir
+    from engine.utils.places import user_log_dir
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     opened = []

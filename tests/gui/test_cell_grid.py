@@ -7,9 +7,9 @@ import pytest
 from PySide6.QtCore import Qt
 
 from allblast_gui.models.cell_list_model import BATCH_SIZE, CellListModel
-from allblast_gui.models.cell_rows import CellRow
+from allblast_gui.cells.rows import CellRow
 from engine.data.cells import UNSURE
-from allblast_gui.models.thumbnails import ThumbnailLoader
+from allblast_gui.cells.thumbnails import ThumbnailLoader
 from allblast_gui.style import label_color, label_text
 from allblast_gui.views.cell_grid import CellGridView
 

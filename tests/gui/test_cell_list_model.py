@@ -11,9 +11,9 @@ from allblast_gui.models import cell_list_model as clm
 from allblast_gui.models.cell_list_model import (
     CELL_ROLE, CHANGED_ROLE, LABEL_ROLE, ORIGINAL_ROLE, PATH_ROLE, PATIENT_ROLE, PROBLEM_ROLE, CellListModel,
 )
-from allblast_gui.models.cell_rows import CellFilter, CellRow, rows_from_scan
+from allblast_gui.cells.rows import CellFilter, CellRow, rows_from_scan
 from engine.data.cells import UNSURE
-from allblast_gui.models.thumbnails import ThumbnailLoader
+from allblast_gui.cells.thumbnails import ThumbnailLoader
 from engine.data.scan import scan
 
 

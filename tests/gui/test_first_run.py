@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from allblast_gui.models.training_history import TrainingHistory
-from allblast_gui.panels.dashboard import TrainingDashboard
+from allblast_gui.training.history import TrainingHistory
+from allblast_gui.training.dashboard import TrainingDashboard
 
 from .conftest import open_and_wait
 

@@ -68,7 +68,7 @@ def test_a_script_asking_for_an_image_size_a_model_may_not_have_gets_a_script_er
 # ---- 15. an unattended script never waits on a dialog ------------------------------------------------------
 UNATTENDED = """
 import sys
-import allblast_gui.controllers.dataset as dataset
+import allblast_gui.opening.folders as dataset
 dataset.LARGE_FOLDER = 4  # as a folder of more than 20,000 files
 from allblast_gui.app import main
 sys.exit(main(sys.argv[1:]))
@@ -96,7 +96,7 @@ def test_an_unattended_script_on_a_large_folder_runs_and_exits(tmp_path):
 
 
 def test_an_unattended_window_opens_a_large_folder_without_asking(qtbot, make_window, tmp_path, monkeypatch):
-    from allblast_gui.controllers import dataset
+    from allblast_gui.opening import folders as dataset
 
     root = make_images(tmp_path / "data")
     monkeypatch.setattr(dataset, "LARGE_FOLDER", 4)
@@ -143,8 +143,9 @@ def test_a_lock_held_by_a_killed_window_is_stale(qtbot, make_window, tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="makes a zombie and reads /proc")
 def test_the_runs_panel_shows_a_killed_run_as_interrupted(qtbot, window, tmp_path):
-    from allblast_gui.panels.runs_panel import COLUMNS
-    from engine.learn.runs import RunDir, summarize_run
+    from allblast_gui.training.runs_panel import COLUMNS
+    from engine.learn.run_folder import RunDir
+    from engine.learn.run_list import summarize_run
 
     zombie = _zombie()
     try:

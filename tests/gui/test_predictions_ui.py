@@ -16,8 +16,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from allblast_gui.models.cell_list_model import DISAGREES_ROLE, PREDICTED_ROLE
-from allblast_gui.models.patient_summary import summarize_patients
-from allblast_gui.models.predictions import apply_predictions
+from allblast_gui.predictions.patient_summary import summarize_patients
+from allblast_gui.cells.predictions import apply_predictions
 from engine.learn.weights import LITE0
 
 from .conftest import open_and_wait

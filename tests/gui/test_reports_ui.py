@@ -73,7 +73,7 @@ def test_a_patient_report_on_the_cnmc_samples(qtbot, window, cnmc_dir, indexed_d
     with open(out, newline="") as fh:
         table = {r["patient"]: r for r in csv.DictReader(fh)}
     assert int(table["H6"]["cells"]) == len(cells) and int(table["H6"]["hem expert"]) == len(cells)
-    from allblast_gui.models.patient_summary import PatientRow, write_patient_csv
+    from allblast_gui.predictions.patient_summary import PatientRow, write_patient_csv
 
     write_patient_csv(tmp_path / "evil.csv", [PatientRow("=cmd()", 1)], ["all"], "all")
     assert "'=cmd()" in (tmp_path / "evil.csv").read_text()

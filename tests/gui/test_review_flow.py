@@ -139,7 +139,7 @@ def test_first_label_asks_for_the_annotator_once(qtbot, make_window, broken_dir,
 
 
 def _mean(image) -> float:
-    from allblast_gui.models.thumbnails import qimage_to_rgb
+    from allblast_gui.cells.thumbnails import qimage_to_rgb
 
     return float(qimage_to_rgb(image).mean())
 

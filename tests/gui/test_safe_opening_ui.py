@@ -73,7 +73,7 @@ def test_an_empty_folder_writes_nothing_and_says_what_is_expected(qtbot, make_wi
 
 # ------------------------------------------------------------------ 2. large or system folders
 def test_a_large_folder_is_asked_about_first_default_no(qtbot, make_window, tmp_path, monkeypatch):
-    from allblast_gui.controllers import dataset
+    from allblast_gui.opening import folders as dataset
 
     root = make_images(tmp_path / "data", per_class=3)
     monkeypatch.setattr(dataset, "LARGE_FOLDER", 4)
@@ -109,7 +109,7 @@ def test_the_home_folder_is_asked_about(qtbot, make_window, tmp_path, monkeypatc
 
 
 def test_counting_stops_at_the_limit(tmp_path):
-    from allblast_gui.controllers.dataset import count_files
+    from allblast_gui.opening.folders import count_files
 
     root = make_images(tmp_path / "data", per_class=10)
     assert count_files(root, limit=1000) == 20
@@ -214,6 +214,36 @@ def test_a_stale_lock_is_ignored(qtbot, make_window, tmp_path):
     assert [h["pid"] for h in holders] == [__import__("os").getpid()]
     window.close()
     assert not lock.exists(), "the lock goes with the last holder"
+
+
+HOLD = """
+import sys
+from engine.workspace.lock import held
+with held(sys.argv[1], program="allblast-engine labels set"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_folder_held_by_a_command_is_told_as_a_window_is(qtbot, make_window, tmp_path):
+    """Issue 23: `allblast-engine labels set` holds the folder while it writes; the window names it
+    in the same "also open by" box and status line as another window."""
+    from engine.labels.store import LabelStore
+
+    root = make_images(tmp_path / "data")
+    LabelStore.open(root).close()  # the command holds a folder that has its database
+    command = subprocess.Popen([sys.executable, "-c", HOLD, str(root)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert command.stdout.readline().strip() == "held"
+        window = make_window(default_store=True)
+        open_and_wait(qtbot, window, root)
+        box = window.findChild(QMessageBox, "alsoOpenBox")
+        assert box is not None and "also open by" in box.text()
+        assert f"process {command.pid}, allblast-engine labels set" in box.text()
+        assert "allblast-engine labels set" in window.status.currentMessage()
+    finally:
+        command.communicate("\n", timeout=30)
 
 
 # ------------------------------------------------------------------ 6. bad folder argument

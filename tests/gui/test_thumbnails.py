@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import QCoreApplication
 from PySide6.QtGui import QImage, QPixmap
 
-from allblast_gui.models.thumbnails import ThumbnailLoader, cache_key
+from allblast_gui.cells.thumbnails import ThumbnailLoader, cache_key
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import torch
 from PySide6.QtWidgets import QLabel, QMessageBox
 
 from engine.learn.config import TrainConfig
-from engine.learn.runs import RunDir, summarize_run
+from engine.learn.run_folder import RunDir
+from engine.learn.run_list import summarize_run
 from engine.learn.weights import LITE0
 
 from .conftest import open_and_wait
@@ -352,7 +353,7 @@ def test_closing_during_the_warm_up_stops_it_between_imports(qtbot, make_window,
     ("can't register atexit after shutdown" and a traceback on stderr)."""
     import threading
 
-    from allblast_gui import training_ui
+    from allblast_gui.training import warm_up as training_ui
 
     started, closing, ran = threading.Event(), threading.Event(), []
 
@@ -380,7 +381,7 @@ def test_the_warm_up_imports_what_building_a_network_needs():
     loop stalled up to 200 ms at a time. After the warm-up, building a network imports nothing big."""
     code = textwrap.dedent("""
         import sys
-        from allblast_gui import training_ui
+        from allblast_gui.training import warm_up as training_ui
         for step in training_ui.WARM_UP_STEPS[1:]:  # every import (the fork server is not one)
             step()
         before = set(sys.modules)
@@ -397,7 +398,7 @@ def test_the_warm_up_loads_the_prediction_backend_of_the_settings():
     and its runtime held the GIL for 100-150 ms: the window froze as predictions began."""
     code = textwrap.dedent("""
         import sys
-        from allblast_gui.training_ui import _load_prediction_backend
+        from allblast_gui.training.warm_up import _load_prediction_backend
         _load_prediction_backend("torch")
         assert "openvino" not in sys.modules
         _load_prediction_backend("auto")  # a CPU, OpenVINO installed: auto predicts with it

@@ -82,6 +82,11 @@ class Backend(ABC):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) normalised float32 -> (B, C) float32 logits (each backend's own)."""
 
+    def logits_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, pooled backbone features (B, D) float32 or None) in one pass: a prediction
+        keeps both (engine.learn.embeddings). A backend that cannot give the features gives None."""
+        return self.logits(x), None
+
 
 __all__ = ["BACKENDS", "PRECISIONS", "INSTALL_FAST", "BackendError", "BackendUnavailable", "Backend", "cannot_run",
            "reason"]

@@ -14,7 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-import platformdirs
+from ...utils.files import folder_writable
+from ...utils.places import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ CACHE_FOLDER = ".allblast-inference"
 
 
 def user_cache_root() -> Path:
-    return Path(platformdirs.user_cache_dir("allblast", appauthor=False)) / "inference"
+    return user_cache_dir() / "inference"
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -33,20 +34,12 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def _writable(folder: Path) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK | os.X_OK)
-
-
 def cache_entry(model_path: str | os.PathLike, sha256: str, *, data_root: str | os.PathLike | None = None) -> Path:
     """The (created) folder for this model version's exported and compiled files."""
     model_path = Path(model_path)
     beside = model_path.parent / CACHE_FOLDER
     in_data = data_root is not None and _inside(model_path.parent, Path(data_root))
-    if not in_data and _writable(beside):
+    if not in_data and folder_writable(beside, create=True):
         entry = beside / f"{model_path.name}-{sha256[:16]}"
         _remove_older_versions(beside, model_path.name, entry)
     else:

@@ -55,15 +55,17 @@ def choose_backend(backend: str, device: str = "auto") -> tuple[str, torch.devic
 
 
 def onnx_model(model_path: str | os.PathLike, sha256: str, entry: Path) -> Path:
-    """The model's ONNX export in its cache entry, exported now if it is not there yet."""
+    """The model's ONNX export in its cache entry (logits and each cell's embedding), exported now
+    if it is not there yet, or exported again when an earlier allblast cached one without the
+    embedding output."""
     from ..model import load_model, temperature_of
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, has_embedding_output
 
     path = entry / "model.onnx"
-    if not path.is_file():
+    if not path.is_file() or not has_embedding_output(path):
         log.info("exporting %s to ONNX (once per model version)", model_path)
         model, spec, extras = load_model(model_path, "cpu")
-        export_onnx(model, spec, path, temperature=temperature_of(extras), sha256=sha256)
+        export_onnx(model, spec, path, temperature=temperature_of(extras), sha256=sha256, embedding=True)
     return path
 
 

@@ -1,7 +1,9 @@
 """A model as ONNX: what `allblast-engine export --onnx` writes and what OpenVINO and ONNX Runtime
 read. Input `image`: (batch, 3, S, S) float32, normalised with the model's mean and std; output
 `logits`: (batch, classes), before the calibration temperature. The file's metadata carries the
-model's description (allblast.spec, JSON), its temperature and the source model's sha256."""
+model's description (allblast.spec, JSON), its temperature and the source model's sha256.
+With `embedding=True` (the inference cache's export) a second output, `embedding`: (batch, D), the
+pooled backbone feature a prediction keeps for each cell (engine.learn.embeddings)."""
 from __future__ import annotations
 
 import json
@@ -20,8 +22,33 @@ log = logging.getLogger(__name__)
 OPSET = 17
 
 
+class _WithEmbedding(torch.nn.Module):
+    """The classifier with both outputs: logits, then the pooled backbone feature."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.logits_and_embeddings(x)
+
+
+EMBEDDING_OUTPUT = "embedding"
+
+
+def has_embedding_output(path: str | os.PathLike) -> bool:
+    """Whether an ONNX file (an earlier allblast's cached export may not) has the embedding output."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - a damaged file: exported again
+        return False
+    return any(o.name == EMBEDDING_OUTPUT for o in graph.output)
+
+
 def export_onnx(model: torch.nn.Module, spec, out: str | os.PathLike, *, temperature: float = 1.0,
-                sha256: str = "") -> Path:
+                sha256: str = "", embedding: bool = False) -> Path:
     """Write `model` (a CellClassifier) to `out` atomically. Raises BackendUnavailable when the onnx
     package is missing or the network has an operator ONNX lacks."""
     try:
@@ -39,9 +66,11 @@ def export_onnx(model: torch.nn.Module, spec, out: str | os.PathLike, *, tempera
             # with no extra packages; torch marks it deprecated, which is no news for the user.
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                torch.onnx.export(model, (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
-                                  input_names=["image"], output_names=["logits"],
-                                  dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+                both = embedding and hasattr(model, "logits_and_embeddings")
+                outputs = ["logits", EMBEDDING_OUTPUT] if both else ["logits"]
+                torch.onnx.export(_WithEmbedding(model) if both else model, (dummy,), str(tmp), dynamo=False,
+                                  opset_version=OPSET, input_names=["image"], output_names=outputs,
+                                  dynamic_axes={name: {0: "batch"} for name in ["image", *outputs]})
             except Exception as exc:  # noqa: BLE001 - an operator ONNX lacks, for an unusual backbone
                 log.debug("ONNX export of %s failed", spec.backbone, exc_info=exc)
                 why = reason(exc)
@@ -60,4 +89,4 @@ def export_onnx(model: torch.nn.Module, spec, out: str | os.PathLike, *, tempera
     return out
 
 
-__all__ = ["export_onnx", "OPSET"]
+__all__ = ["EMBEDDING_OUTPUT", "export_onnx", "has_embedding_output", "OPSET"]

@@ -42,8 +42,13 @@ class OnnxRuntimeBackend(Backend):
         log.info("ONNX Runtime %s session ready", ort.__version__)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy())})
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+        return self.logits_and_embeddings(x)[0]
+
+    def logits_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # the first output is the logits; an export with the `embedding` output has a second
+        outs = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy())})
+        emb = torch.from_numpy(np.asarray(outs[1], dtype=np.float32)) if len(outs) > 1 else None
+        return torch.from_numpy(np.asarray(outs[0], dtype=np.float32)), emb
 
 
 __all__ = ["OnnxRuntimeBackend"]

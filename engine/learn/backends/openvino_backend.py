@@ -106,16 +106,25 @@ class OpenVinoBackend(Backend):
                  "loaded from its cache" if self.from_cache else "compiled", self.compile_seconds, cache)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, False)[0]
+
+    def logits_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # an export with the `embedding` output (engine.learn.backends.onnx_export) has two
+        return self._run(x, len(getattr(self.compiled, "outputs", ())) > 1)
+
+    def _run(self, x: torch.Tensor, embeddings: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The batch split over the streams' requests, run at once, joined in order."""
         parts = [p for p in np.array_split(np.ascontiguousarray(x.numpy()), len(self.requests)) if len(p)]
         running = self.requests[:len(parts)]
         for request, part in zip(running, parts):
             request.start_async({0: part})
-        out = []
+        out, emb = [], []
         for request in running:
             request.wait()
             out.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
-        return torch.from_numpy(np.concatenate(out))
+            if embeddings:
+                emb.append(np.array(request.get_output_tensor(1).data, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.concatenate(out)), torch.from_numpy(np.concatenate(emb)) if emb else None
 
 
 __all__ = ["OpenVinoBackend", "import_openvino", "openvino_core"]

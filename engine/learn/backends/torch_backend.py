@@ -31,13 +31,23 @@ class TorchBackend(Backend):
             self.model.train(was_training)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, False)[0]
+
+    def logits_and_embeddings(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self._run(x, hasattr(self.model, "logits_and_embeddings"))
+
+    def _run(self, x: torch.Tensor, embeddings: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         dtype = _DTYPES.get(self.precision)
         amp = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        x = x.contiguous(memory_format=torch.channels_last)
         # inference mode only around the forward: it is thread-local, and must not stay on in the
         # driver's thread while the prediction generator waits at a yield.
         with torch.inference_mode(), amp:
-            out = self.model(x.contiguous(memory_format=torch.channels_last))
-        return out.float()
+            if embeddings:
+                out, emb = self.model.logits_and_embeddings(x)
+                return out.float(), emb.float()
+            out = self.model(x)
+        return out.float(), None
 
 
 __all__ = ["TorchBackend"]

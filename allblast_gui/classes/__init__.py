@@ -1,0 +1,1 @@
+"""Class sets: Label ▸ Classes… (`dialog`) and what follows an edit (`feature`)."""

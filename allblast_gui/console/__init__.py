@@ -1,0 +1,1 @@
+"""The Python console and --script: the dock (`panel`) and running a script (`feature`)."""

@@ -1,1 +1,0 @@
-"""Controllers: Qt objects without widgets that connect views, models and the engine."""

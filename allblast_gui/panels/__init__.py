@@ -1,1 +1,0 @@
-"""Dock panels of the window: the training dashboard and the runs list."""
