@@ -34,7 +34,7 @@ from engine.data.scan import scan  # noqa: E402
 from engine.learn.events import TrainingFailed  # noqa: E402
 from engine.learn.fit import fit  # noqa: E402
 from engine.learn.recipes import recipe_config  # noqa: E402
-from engine.learn.runs import RunDir  # noqa: E402
+from engine.learn.run_folder import RunDir  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-dev"
 

@@ -129,7 +129,7 @@ def test_imported_file_is_found_by_training_with_no_network(places, no_network, 
 
     # A real (tiny) training run takes it, offline, and its model card names it.
     from engine.learn.fit import TrainConfig, fit
-    from engine.learn.runs import RunDir
+    from engine.learn.run_folder import RunDir
     from engine.data.scan import scan
     from tests.test_training import drive
 

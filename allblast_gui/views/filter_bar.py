@@ -176,18 +176,22 @@ class FilterBar(QWidget):
         self._quiet = True
         try:
             self._set_list(None, "")
-            self.class_combo.setCurrentIndex(0)
-            self.patient_combo.setCurrentIndex(0)
-            self.changed_check.setChecked(False)
-            self.disagree_check.setChecked(False)
-            self.predicted_combo.setCurrentIndex(0)
-            self.prob_min.setValue(0.0)
-            self.prob_max.setValue(1.0)
-            self.search.clear()
-            self._debounce.stop()
+            self._reset_criteria()
         finally:
             self._quiet = False
         self._emit()
+
+    def _reset_criteria(self) -> None:
+        """Every criterion back to "all" (signals quiet: the caller emits once)."""
+        self.class_combo.setCurrentIndex(0)
+        self.patient_combo.setCurrentIndex(0)
+        self.changed_check.setChecked(False)
+        self.disagree_check.setChecked(False)
+        self.predicted_combo.setCurrentIndex(0)
+        self.prob_min.setValue(0.0)
+        self.prob_max.setValue(1.0)
+        self.search.clear()
+        self._debounce.stop()
 
     # -- a list of cells by name ---------------------------------------------------------------
     def show_list(self, name: str, paths) -> None:
@@ -195,15 +199,7 @@ class FilterBar(QWidget):
         criteria are reset, the sort becomes the list's order."""
         self._quiet = True
         try:
-            self.class_combo.setCurrentIndex(0)
-            self.patient_combo.setCurrentIndex(0)
-            self.changed_check.setChecked(False)
-            self.disagree_check.setChecked(False)
-            self.predicted_combo.setCurrentIndex(0)
-            self.prob_min.setValue(0.0)
-            self.prob_max.setValue(1.0)
-            self.search.clear()
-            self._debounce.stop()
+            self._reset_criteria()
             self._set_list(tuple(paths), name)
         finally:
             self._quiet = False
