@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from .demo import first_run_folder
     from .main_window import ICON, MainWindow
     from .settings import Prefs
-    from .workers import install_warning_hook
+    from .workers import gui_thread_collector, install_warning_hook
 
     from engine.utils.jobs import WORKER_PRELOAD, set_worker_start_method
 
@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setWindowIcon(QIcon(str(ICON)))
     # Python's cyclic collector only on the GUI thread: run from a worker thread it can free a
     # window's Qt objects there, and Qt then deadlocks against the GUI thread (pyqtgraph's remedy).
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-
-    gc_on_gui_thread = GarbageCollector(interval=1.0)
+    gc_on_gui_thread = gui_thread_collector()
     settings = QSettings(args.settings, QSettings.Format.IniFormat) if args.settings else None
     recent = Prefs(settings).recent_folders()  # none yet: a first run (the demo folder opens)
     window = MainWindow(settings=settings, db_dir=Path(args.db_dir) if args.db_dir else None,

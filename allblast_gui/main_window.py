@@ -37,6 +37,7 @@ from .session import Session
 from .settings import Prefs
 from .training.feature import TrainingFeature
 from .views.status_bar import StatusPanel
+from .weights.feature import WeightsFeature
 from .workers import TaskRunner
 
 ICON = resource_path("icons", "allblast.svg")
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 # Opening hands a folder to the session; review (the grid's rows) shows it first; the features that
 # count over its rows or draw on its tiles come after.
 FEATURES = (OpeningFeature, ReviewFeature, ClassesFeature, TrainingFeature, PredictionsFeature, ReportsFeature,
-            ConsoleFeature, LoopFeature, CasesFeature)
+            ConsoleFeature, LoopFeature, CasesFeature, WeightsFeature)
 
 
 class MainWindow(QMainWindow):
@@ -77,7 +78,8 @@ class MainWindow(QMainWindow):
                 self.setCentralWidget(central)
         self.docks = self._place_docks()
         own = [(title, spec) for f in self.features.values() for title, spec in f.own_actions]
-        self.actions = act.build_actions(self, self._handlers(), act.ACTIONS + tuple(spec for _, spec in own))
+        self.own_specs = tuple(spec for _, spec in own)  # the features' commands: menus and the F1 table
+        self.actions = act.build_actions(self, self._handlers(), act.ACTIONS + self.own_specs)
         menus = act.build_menus(self.menuBar(), self.actions, [(title, spec.name) for title, spec in own])
         for feature in self.features.values():
             feature.bind(self.actions, menus)
@@ -143,7 +145,8 @@ class MainWindow(QMainWindow):
         self.resizeDocks([d.dock for d in bottom], [d.size for d in bottom], Qt.Orientation.Vertical)
 
     def _handlers(self) -> dict:
-        handlers = {"quit": self.close, "shortcuts": lambda: HelpDialog(self.session.classes, self).exec(),
+        handlers = {"quit": self.close,
+                    "shortcuts": lambda: HelpDialog(self.session.classes, self, self.own_specs).exec(),
                     "about": lambda: show_about(self), "log_folder": lambda: show_log_folder(self)}
         for feature in self.features.values():
             handlers.update(feature.handlers())

@@ -101,7 +101,6 @@ class ScriptApp:
         are refused or training fails (the failure dialog also shows).
         """
         from engine.learn.preflight import check_training
-        from engine.learn.weights import find_weights
 
         config = train_config(options)
         ui = self._training
@@ -112,7 +111,9 @@ class ScriptApp:
             log.warning("unattended (--exit-after) and no on_ask: training %d epochs without asking to continue",
                         config.epochs)
             config.ask_every = 0
-        found = None if (config.weights or not config.pretrained) else find_weights(config.backbone).found
+        # Looked up on a pool thread (the session's cache), the window live meanwhile (issue 28).
+        answer = None if (config.weights or not config.pretrained) else self._session.weights.wait(config.backbone)
+        found = None if answer is None else answer.found
         report = check_training(ui.expert_scan(), config, ui.catalog.root, weights_found=found)
         if not report.ok:
             raise ScriptError("training cannot start: " + " ".join(report.problems))

@@ -24,6 +24,8 @@ from engine.labels.classes import class_set
 from engine.utils.places import user_documents_dir
 from engine.workspace.catalog import RunsCatalog
 
+from .weights_cache import WeightsCache
+
 
 class Session(QObject):
     datasetChanged = Signal(object)  # LoadedDataset: a folder was opened (rows, classes, store)
@@ -45,6 +47,8 @@ class Session(QObject):
     saliencyReady = Signal(str, object, str)  # path, heat map (H, W float32), the class it explains
     saliencyFailed = Signal(str, str)  # path, why not
     modelReportRequested = Signal(object)  # the run folder whose model report to write
+    weightsManagerRequested = Signal()  # show Model ▸ ImageNet Weights… (the Train dialog's button)
+    weightsChanged = Signal()  # ImageNet weights were imported, fetched or removed: look them up again
     cellsListed = Signal(str, list)  # show only these cells, in this order, under this name ("Suggested (24)")
     similarRequested = Signal(str)  # the Cell dock wants the look-alikes of this cell
 
@@ -53,6 +57,9 @@ class Session(QObject):
         super().__init__(parent)
         self.prefs = prefs  # settings.Prefs: what the window remembers between runs
         self.runner = runner  # the window's TaskRunner (opening folders, full-size images)
+        # Which backbones have ImageNet weights here, looked up on the runner's threads (issue 28).
+        self.weights = WeightsCache(runner, parent=self)
+        self.weightsChanged.connect(self.weights.invalidate)
         self.db_dir = db_dir  # label databases here instead of the default place (tests, demos, shares)
         self.thumbnail_cache = thumbnail_cache  # None: the user cache
         self.dataset = None  # opening.dataset.LoadedDataset

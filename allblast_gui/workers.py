@@ -35,6 +35,28 @@ BACKGROUND_NICE = 10  # Linux nice value of training and prediction threads (0 =
 _local = threading.local()  # .sink: where this thread's AllblastWarnings go (a worker, a command)
 
 
+# Heavy imports on pool threads take turns: two threads importing packages that import each other
+# (timm, huggingface_hub, torchvision) can meet in a cycle of module locks, which Python breaks by
+# handing one of them a partially initialised module ("cannot import name ... from partially
+# initialized module"). The warm-up and the weights look-ups hold this while they import.
+IMPORTS = threading.Lock()
+
+
+def gui_thread_collector(interval: float = 1.0):
+    """Python's cyclic garbage collector run on the GUI thread only (pyqtgraph's GarbageCollector:
+    run from a worker thread it can free Qt objects there, and Qt deadlocks against the GUI thread),
+    and held off while a heavy import runs: what an import makes is frozen when it ends (warm_up),
+    and a collection during it walked ~10^6 new objects with the event loop stopped (0.2 s)."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    class GuiThreadCollector(GarbageCollector):
+        def check(self) -> None:
+            if not IMPORTS.locked():
+                super().check()
+
+    return GuiThreadCollector(interval=interval)
+
+
 def lower_thread_priority() -> None:
     """Run this thread (and the threads and processes it starts from now on: torch's compute
     threads, the DataLoader fork server and its workers) at a lower scheduling priority, so the GUI

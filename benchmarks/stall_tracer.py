@@ -1,5 +1,6 @@
 """Where the GUI thread's event loop was blocked: every thread's innermost frames, sampled by a
-watchdog thread whenever the loop has not ticked for 50 ms (the GUI benchmarks' --trace-stalls)."""
+watchdog thread once the loop has not ticked for 50 ms, and every 100 ms while it still has not
+(the GUI benchmarks' --trace-stalls)."""
 from __future__ import annotations
 
 import os
@@ -16,12 +17,13 @@ def start_stall_tracer(last_tick: list[float], traces: list[str]) -> None:
     import traceback
 
     def watch() -> None:
-        reported = 0.0
+        reported, sampled = 0.0, 0.0
         while True:
             time.sleep(0.005)
             now = time.perf_counter()
-            if now - last_tick[0] > 0.05 and reported != last_tick[0]:
-                reported = last_tick[0]
+            # at 50 ms into a stall, then every 100 ms while it lasts: a long stall shows its course
+            if now - last_tick[0] > 0.05 and (reported != last_tick[0] or now - sampled > 0.1):
+                reported, sampled = last_tick[0], now
                 names = {t.ident: t.name for t in threading.enumerate()}
                 lines = [f"--- event loop blocked {1000 * (now - last_tick[0]):.0f} ms so far"]
                 for ident, frame in sys._current_frames().items():

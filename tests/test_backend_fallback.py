@@ -135,3 +135,32 @@ def test_reason_is_the_line_after_openvino_s_source_location():
     assert reason(RuntimeError(NO_CPU_PLUGIN)) == 'Device with "CPU" name is not registered in the OpenVINO Runtime'
     assert reason(RuntimeError("")) == "RuntimeError"
     assert len(reason(RuntimeError("x" * 1000))) == 200
+
+
+def test_the_app_exports_to_onnx_in_a_child_process(tiny_model, tmp_path):
+    """Regression (issue 28): torch's ONNX exporter held the GIL for ~0.5 s on the prediction
+    thread and froze the window. With the app's worker start method set, the export runs in a
+    child: this process never imports torch.onnx, and the file is the same export."""
+    code = f"""
+import sys
+from pathlib import Path
+from engine.utils.jobs import set_worker_start_method
+from engine.learn.backends.loader import onnx_model
+from engine.learn.backends.onnx_export import has_embedding_output
+set_worker_start_method("forkserver")
+path = onnx_model({str(tiny_model)!r}, "abc", Path({str(tmp_path)!r}))
+assert path.is_file() and has_embedding_output(path), path
+assert "torch.onnx" not in sys.modules, "exported in this process"
+print("ok")
+"""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_a_backend_error_comes_back_whole_from_the_child():
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(BackendUnavailable("the message", "the fallback")))
+    assert str(exc) == "the message" and exc.fallback == "the fallback"

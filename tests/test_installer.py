@@ -296,6 +296,7 @@ def test_train_dialog_names_weights_bundled_with_the_installation(qtbot, install
     cells = scan(_cell_folder(tmp_path / "cells", {"a": ["UID_1_1_1_a.png"], "b": ["UID_2_1_1_b.png"]}))
     dialog = TrainDialog(cells, tmp_path / "runs")
     qtbot.addWidget(dialog)
+    qtbot.waitUntil(dialog.weights_checked, timeout=60_000)  # looked up off the GUI thread
     items = {dialog.backbone.itemData(i): dialog.backbone.itemText(i) for i in range(dialog.backbone.count())}
     assert items["efficientnet_b0"].endswith("bundled with the installation")
     assert not items["efficientnet_b3"].endswith("bundled with the installation")

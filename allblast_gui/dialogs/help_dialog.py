@@ -12,12 +12,13 @@ from PySide6.QtWidgets import (
 from ..actions import ACTIONS, ActionSpec, label_key_text, shortcut_text
 
 
-def shortcut_rows(classes: list[str]) -> list[tuple[str, str, str]]:
-    """(group, keys, what) for every action with a shortcut; class keys named after `classes`."""
+def shortcut_rows(classes: list[str], extra: tuple[ActionSpec, ...] = ()) -> list[tuple[str, str, str]]:
+    """(group, keys, what) for every action with a shortcut, the features' own (`extra`) too; class
+    keys named after `classes`."""
     rows: list[tuple[str, str, str]] = []
     if classes:
         rows += [("Labeling", key, meaning) for key, meaning in label_key_text(classes)]
-    for spec in ACTIONS:
+    for spec in ACTIONS + tuple(extra):
         if not spec.shortcuts or (classes and spec.group == "Labeling"):
             continue
         rows.append((spec.group, shortcut_text(spec), _describe(spec)))
@@ -32,10 +33,10 @@ def _describe(spec: ActionSpec) -> str:
 
 
 class HelpDialog(QDialog):
-    def __init__(self, classes: list[str], parent: QWidget | None = None) -> None:
+    def __init__(self, classes: list[str], parent: QWidget | None = None, extra: tuple[ActionSpec, ...] = ()) -> None:
         super().__init__(parent)
         self.setWindowTitle("Keyboard Shortcuts")
-        rows = shortcut_rows(classes)
+        rows = shortcut_rows(classes, extra)
         self.table = QTableWidget(len(rows), 3, objectName="shortcutsTable")
         self.table.setHorizontalHeaderLabels(["Group", "Keys", "Action"])
         self.table.verticalHeader().setVisible(False)

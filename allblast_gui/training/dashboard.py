@@ -24,6 +24,7 @@ from ..style import CLASS_PALETTE
 from .history import TrainingHistory
 
 REDRAW_MS = 100  # at most ~10 redraws a second
+AXIS_WIDTH, AXIS_HEIGHT = 48, 28  # px: room for "1e-03" and "0.75", and for the epoch numbers
 TRAIN_COLOR, VAL_COLOR, F1_COLOR, BATCH_COLOR = CLASS_PALETTE[0], CLASS_PALETTE[1], CLASS_PALETTE[2], "#9E9E9E"
 
 
@@ -177,6 +178,12 @@ class TrainingDashboard(QWidget):
         plot.setLabel("bottom", "epoch")
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
+        # Axes of a fixed size: a tick label growing by a digit as the range moves would otherwise
+        # lay the whole layout out again and repaint all three plots, on every redraw.
+        plot.getAxis("left").setWidth(AXIS_WIDTH)
+        plot.getAxis("bottom").setHeight(AXIS_HEIGHT)
+        for side in ("left", "bottom"):
+            plot.getAxis(side).setStyle(autoExpandTextSpace=False)
         return plot
 
     # ---- what to show ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QMessageBox
 from engine.learn.config import TrainConfig
 from engine.learn.events import EpochEnd, TrainingFailed, TrainingFinished, TrainingStarted
 from engine.learn.run_folder import RunDir
+from engine.learn.weights import OFFERED_BACKBONES
 from engine.labels.project import apply_expert_labels
 
 from ..dialogs.help_dialog import show_log_folder
@@ -95,6 +96,7 @@ class TrainingFeature(Feature):
 
     def preload(self) -> None:
         self.warm_up(backend=self.prefs.inference()[0])
+        self.session.weights.request(OFFERED_BACKBONES)  # the Train dialog's marks, ready when it opens
 
     def warm_up(self, backend: str | None = None) -> None:
         """Import torch and timm on a pool thread now, so pressing Train does not wait for them,
@@ -131,7 +133,8 @@ class TrainingFeature(Feature):
         from .train_dialog import TrainDialog  # torch and timm: loaded when first needed
 
         saved = self.prefs.train_settings()
-        dialog = TrainDialog(self.expert_scan(), self.catalog.root, saved, self.window)
+        dialog = TrainDialog(self.expert_scan(), self.catalog.root, saved, self.window, weights=self.session.weights,
+                             open_weights_manager=self.session.weightsManagerRequested.emit)
         dialog.accepted.connect(lambda: self._start_from_dialog(dialog))
         dialog.finished.connect(lambda _r: setattr(self, "train_dialog", None))
         self.train_dialog = dialog
@@ -153,7 +156,7 @@ class TrainingFeature(Feature):
         path = self.controller.start(scan, run_dir, config, resume=resume)
         self.dashboard.history = self.controller.history
         self.refresh_runs()
-        self.runs.select_run(path)
+        self.run_list.select_run(path)
         return path
 
     def resume(self, path: Path) -> Path | None:

@@ -3,7 +3,9 @@
 The dialog builds an `engine.learn.config.TrainConfig` and asks `engine.learn.preflight` (again,
 shortly after every change) what the run would use and what blocks it; Start stays disabled while
 anything does. The backbone list says for each choice whether ImageNet weights are on this
-computer. The last settings are remembered (Prefs).
+computer, looked up off the GUI thread by a WeightsCache (the session's; "checking…" until it
+answers, and Start waits for the answer); its "ImageNet Weights…" button asks for the manager. The
+last settings are remembered (Prefs).
 """
 from __future__ import annotations
 
@@ -12,23 +14,24 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
-    QAbstractItemView, QButtonGroup, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-    QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QRadioButton, QSpinBox,
-    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
+    QHeaderView, QLabel, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from engine.learn.config import MAX_IMG_SIZE, MIN_IMG_SIZE, TrainConfig
 from engine.learn.device import device_choices
 from engine.learn.preflight import Preflight, check_training
 from engine.learn.recipes import RECIPES as RECIPE_SETTINGS, recipe_config
-from engine.learn.weights import LITE0, default_img_size, find_weights
+from engine.learn.weights import default_img_size, find_weights
 from engine.workspace.catalog import new_run_name
+
+from ..weights_cache import WeightsCache
+from ..workers import TaskRunner
+from .model_box import ModelBox, weights_state
 
 RECIPES = (("allblast", "allblast (default; see README, Recipes)"),
            ("paper", "paper (the published notebook exactly)"))
 
-BACKBONES = ("efficientnet_b3", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b4",
-             LITE0, "resnet50", "convnext_tiny")
 SPLITS = (
     ("patient", "By patient (honest: no patient in two splits)"),
     ("image", "Image-level: the paper's protocol: the same patient in training and validation (leaky)"),
@@ -41,32 +44,26 @@ PREFLIGHT_DELAY_MS = 150
 
 class TrainDialog(QDialog):
     def __init__(self, scan, runs_root: Path, saved: dict | None = None, parent: QWidget | None = None,
-                 weights_lookup: Callable = find_weights) -> None:
+                 weights_lookup: Callable = find_weights, *, weights: WeightsCache | None = None,
+                 open_weights_manager: Callable[[], object] | None = None) -> None:
+        """`weights`: the session's cache; without one the dialog keeps its own, which runs
+        `weights_lookup` on a thread of its own (tests pass a fake lookup)."""
         super().__init__(parent)
         self.setObjectName("trainDialog")
         self.setWindowTitle("Train Model")
-        self._scan, self._runs_root, self._lookup = scan, Path(runs_root), weights_lookup
+        self._scan, self._runs_root = scan, Path(runs_root)
+        self._own_runner = None if weights is not None else TaskRunner(self, max_threads=1)
+        self._weights = weights if weights is not None else WeightsCache(self._own_runner, weights_lookup, self)
+        self._weights.updated.connect(self._on_weights)
         self.preflight: Preflight | None = None
         self._size_edited = False
 
         # -- model --------------------------------------------------------------------------------
-        self.backbone = QComboBox(objectName="trainBackbone")
-        self.weights_status = QLabel(objectName="trainWeightsStatus")
-        self.weights_status.setWordWrap(True)
-        self.weights_auto = QRadioButton("Automatic (ImageNet weights on this computer)", objectName="trainWeightsAuto")
-        self.weights_file_radio = QRadioButton("File:", objectName="trainWeightsFileRadio")
-        self.weights_none = QRadioButton("None: train from scratch (much less accurate)", objectName="trainWeightsNone")
-        self._weights_group = QButtonGroup(self)
-        for b in (self.weights_auto, self.weights_file_radio, self.weights_none):
-            self._weights_group.addButton(b)
-        self.weights_file = QLineEdit(objectName="trainWeightsFile")
-        self.weights_file.setPlaceholderText("a timm/torch .pth or .safetensors file")
-        browse = QPushButton("Choose…", objectName="trainWeightsBrowse")
-        browse.clicked.connect(self._browse_weights)
-        file_row = QHBoxLayout()
-        file_row.addWidget(self.weights_file_radio)
-        file_row.addWidget(self.weights_file, 1)
-        file_row.addWidget(browse)
+        self.model_box = box = ModelBox(self._weights, open_weights_manager)
+        self.backbone, self.weights_status, self.weights_manager = box.backbone, box.weights_status, box.weights_manager
+        self.weights_auto, self.weights_file_radio, self.weights_none = (box.weights_auto, box.weights_file_radio,
+                                                                         box.weights_none)
+        self.weights_file, self._weights_group = box.weights_file, box.weights_group
 
         # -- settings -----------------------------------------------------------------------------
         self.img_size = QSpinBox(objectName="trainImgSize", minimum=MIN_IMG_SIZE, maximum=MAX_IMG_SIZE, singleStep=16,
@@ -89,15 +86,6 @@ class TrainDialog(QDialog):
             self.device.addItem(text, key)
         self.seed = QSpinBox(objectName="trainSeed", minimum=0, maximum=2**31 - 1)
 
-        model_box = QGroupBox("Model")
-        form = QFormLayout(model_box)
-        form.addRow("Backbone", self.backbone)
-        form.addRow("", self.weights_status)
-        weights = QVBoxLayout()
-        weights.addWidget(self.weights_auto)
-        weights.addLayout(file_row)
-        weights.addWidget(self.weights_none)
-        form.addRow("ImageNet weights", weights)
         settings_box = QGroupBox("Training")
         form2 = QFormLayout(settings_box)
         form2.addRow("Recipe", self.recipe)
@@ -141,7 +129,7 @@ class TrainDialog(QDialog):
         self.buttons.rejected.connect(self.reject)
 
         left = QVBoxLayout()
-        left.addWidget(model_box)
+        left.addWidget(box)
         left.addWidget(settings_box)
         right = QVBoxLayout()
         right.addWidget(labels_box, 1)
@@ -164,17 +152,16 @@ class TrainDialog(QDialog):
 
     # ---- values ---------------------------------------------------------------------------------
     def _fill_backbones(self, extra: str | None = None) -> None:
-        self.backbone.blockSignals(True)
-        self.backbone.clear()
-        names = list(BACKBONES) + ([extra] if extra and extra not in BACKBONES else [])
-        for name in names:
-            try:
-                status = self._lookup(name).text
-            except ValueError as exc:
-                status = str(exc)
-            self.backbone.addItem(f"{name}  —  {status}", name)
-            self.backbone.setItemData(self.backbone.count() - 1, status, Qt.ItemDataRole.ToolTipRole)
-        self.backbone.blockSignals(False)
+        self.model_box.fill(extra)
+
+    def _on_weights(self) -> None:
+        """Answers arrived (or the weights changed): the marks and the checks follow."""
+        self.model_box.mark()
+        self.refresh()
+
+    def weights_checked(self) -> bool:
+        """Whether every listed backbone's weights have been looked up."""
+        return self.model_box.checked()
 
     def set_values(self, v: dict) -> None:
         """Fill the form from remembered settings (TrainConfig field names)."""
@@ -266,25 +253,17 @@ class TrainDialog(QDialog):
         self._size_edited = self.img_size.value() != self._default_size()
         self._timer.start()
 
-    def _browse_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "ImageNet weights for the backbone", str(Path.home()),
-                                              "Weights (*.pth *.pt *.bin *.safetensors);;All files (*)")
-        if path:
-            self.weights_file.setText(path)
-            self.weights_file_radio.setChecked(True)
-
     def refresh(self) -> Preflight:
         """Recount and recheck now (the dialog also does it shortly after every change)."""
         self._timer.stop()
         config = self.config()
-        try:
-            weights = self._lookup(config.backbone)
-            found, status = weights.found, weights.text
-        except ValueError as exc:
-            found, status = False, str(exc)
+        self._weights.request([config.backbone])
+        found, status, _, _ = weights_state(self._weights, config.backbone)
         self.weights_status.setText(f"ImageNet weights: {status}")
         device_ok = self.device.currentData() in {k for k, _ in device_choices()}
         report = check_training(self._scan, config, self._runs_root, weights_found=found, device_ok=device_ok)
+        # Weights not looked up yet: Start waits for the answer (_on_weights checks again).
+        self._checking = found is None and config.pretrained and not config.weights
         # Named when training starts (RunsCatalog.new_run_dir), after the backbone chosen here.
         self.run_label.setText(f"Run folder: a new {self._runs_root / new_run_name(config.backbone, '<date>-<time>')}")
         self.preflight = report
@@ -301,9 +280,18 @@ class TrainDialog(QDialog):
         self.problems.setVisible(bool(report.problems))
         self.warnings.setText("\n".join(f"• {w}" for w in report.warnings))
         self.warnings.setVisible(bool(report.warnings))
-        self.start_button.setEnabled(report.ok)
+        self.start_button.setEnabled(report.ok and not self._checking)
         return report
 
     def accept(self) -> None:
-        if self.refresh().ok:  # the settings may have changed within the debounce delay
+        if self.refresh().ok and not self._checking:  # the settings may have changed within the debounce delay
             super().accept()
+
+    def done(self, result: int) -> None:
+        try:  # a closed dialog no longer follows the session's cache
+            self._weights.updated.disconnect(self._on_weights)
+        except (RuntimeError, TypeError):
+            pass
+        if self._own_runner is not None:
+            self._own_runner.shutdown()
+        super().done(result)

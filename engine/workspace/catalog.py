@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..learn.run_list import RunSummary, list_runs, summarize_run
@@ -57,16 +58,13 @@ class RunsCatalog:
 
     def runs(self) -> list[RunSummary]:
         """Every run of this data set, newest first: those under `root`, then added ones."""
-        out = list_runs(self.root)
-        seen = {r.path.resolve() for r in out}
-        for path in self.added():
-            if path.resolve() in seen:
-                continue
-            try:
-                out.append(summarize_run(path))
-            except (OSError, ValueError) as exc:
-                log.info("added run %s is not readable now: %s", path, exc)
-        return out
+        return self.listing()()
+
+    def listing(self) -> Callable[[], list[RunSummary]]:
+        """`runs()` as a function that reads only run folders, not the database: the window calls
+        it on a pool thread (the store's connection belongs to the thread that opened it)."""
+        root, added = self.root, self.added()
+        return lambda: _list(root, added)
 
     def active(self) -> Path | None:
         """The active model as it was chosen: a run folder, or a model file made elsewhere."""
@@ -82,6 +80,19 @@ class RunsCatalog:
             raise FileNotFoundError(f"{path} has no model.pt yet: only a run with a finished epoch, or a model "
                                     "file, can be the active model")
         self._store.set_meta(ACTIVE_KEY, None if path is None else str(Path(path).resolve()))
+
+
+def _list(root: Path, added: list[Path]) -> list[RunSummary]:
+    out = list_runs(root)
+    seen = {r.path.resolve() for r in out}
+    for path in added:
+        if path.resolve() in seen:
+            continue
+        try:
+            out.append(summarize_run(path))
+        except (OSError, ValueError) as exc:
+            log.info("added run %s is not readable now: %s", path, exc)
+    return out
 
 
 def model_file(path: str | Path | None) -> Path | None:

@@ -83,7 +83,7 @@ def test_the_runs_panel_writes_a_model_report(qtbot, window, trained, tmp_path):
     data, model = trained
     open_and_wait(qtbot, window, data)
     run = window.training.add_run(model.parent)
-    window.training.runs.select_run(run)
+    qtbot.waitUntil(lambda: window.training.runs.selected_path() == run)  # listed on a pool thread
     assert window.training.runs.report_button.isEnabled()
     out = window.script_app.export_model_report(run, tmp_path / "model.pdf")
     lines = pdf_text(out)

@@ -53,13 +53,22 @@ def wait_until_done(qtbot, window, timeout=240_000):
     qtbot.waitUntil(lambda: not window.training.controller.running, timeout=timeout)
 
 
+def listed_runs(qtbot, ui):
+    """The Runs panel's rows after a refresh (it lists on a pool thread)."""
+    with qtbot.waitSignal(ui.run_list.refreshed, timeout=30_000):
+        ui.refresh_runs()
+    return ui.runs.model.runs()
+
+
 def test_train_from_the_dialog_answer_continue_both_ways(qtbot, window, pbc_small):
     open_and_wait(qtbot, window, pbc_small)
     ui = window.training
     window.actions["train"].trigger()  # Model > Train Model... (Ctrl+T)
     dialog = ui.train_dialog
     assert dialog is not None and dialog.isVisible()
-    # Each backbone says whether ImageNet weights are here; Lite0's ship with the package.
+    # Each backbone says whether ImageNet weights are here (looked up off the GUI thread: "checking…"
+    # until then); Lite0's ship with the package.
+    qtbot.waitUntil(dialog.weights_checked, timeout=60_000)
     texts = [dialog.backbone.itemText(i) for i in range(dialog.backbone.count())]
     assert any(t.startswith(LITE0) and "bundled (tf_efficientnet_lite0)" in t for t in texts)
     assert dialog.backbone.currentData() == "efficientnet_b3"  # the paper's backbone is the default
@@ -107,7 +116,7 @@ def test_train_from_the_dialog_answer_continue_both_ways(qtbot, window, pbc_smal
     assert any("new best" in line for line in ui.dashboard.log_lines())
     assert any("leaky" in line for line in ui.dashboard.log_lines())  # the engine's warning reached the log
     # The Runs panel lists it with its metrics; the settings are remembered.
-    summary = ui.runs.model.runs()[0]
+    summary = listed_runs(qtbot, ui)[0]
     assert summary.path == run and summary.status == "finished" and summary.epochs_run == 4
     assert ui.runs.model.index(0, 8).data() == f"{summary.best['val_weighted_f1']:.3f}"
     assert window.prefs.train_settings()["backbone"] == LITE0
@@ -130,7 +139,7 @@ def test_stop_mid_epoch_keeps_checkpoints_then_resume_continues_the_curves(qtbot
     assert state["epoch"] == 1 and (run / "model.pt").is_file()
     assert not list(run.glob(".*.tmp")), "no half-written checkpoint"
     assert summarize_run(run).status == "stopped"
-    assert ui.runs.model.runs()[0].status == "stopped"
+    assert listed_runs(qtbot, ui)[0].status == "stopped"
 
     assert ui.runs.select_run(run)
     assert ui.runs.resume_button.isEnabled()
@@ -160,7 +169,7 @@ def test_missing_weights_dialog_offers_the_ways_out(qtbot, window, pbc_small, tm
     assert ui.controller.running and ui.controller.config.backbone == LITE0
     wait_until_done(qtbot, window)
     assert ui.controller.last_outcome.reason == "completed"
-    statuses = {r.path: r.status for r in ui.runs.model.runs()}
+    statuses = {r.path: r.status for r in listed_runs(qtbot, ui)}
     assert statuses[failed_run] == "failed" and statuses[ui.controller.run_dir] == "finished"
 
 
@@ -194,19 +203,21 @@ def test_a_run_made_elsewhere_is_added_and_made_active(qtbot, make_window, pbc_s
     window = make_window()
     open_and_wait(qtbot, window, pbc_small)
     ui = window.training
-    assert ui.runs.model.runs() == []
+    assert listed_runs(qtbot, ui) == []
     assert ui.add_run(cli_run) == cli_run.resolve()
+    qtbot.waitUntil(lambda: ui.runs.selected_path() == cli_run.resolve())  # selected once listed
     (row,) = ui.runs.model.runs()
     assert row.status == "finished" and row.split == "image" and row.leaky
     assert ui.runs.model.index(0, 4).data() == "image (leaky)"
     ui.runs.select_run(cli_run)
-    ui.runs.active_button.click()
+    with qtbot.waitSignal(ui.run_list.refreshed):  # the active model changed: the panel lists again
+        ui.runs.active_button.click()
     assert ui.catalog.active() == cli_run.resolve() and ui.runs.model.index(0, 0).data() == "★"
     window.close()
     # Another window on the same folder sees the same runs and the same active model.
     again = make_window()
     open_and_wait(qtbot, again, pbc_small)
-    assert [r.path for r in again.training.runs.model.runs()] == [cli_run.resolve()]
+    assert [r.path for r in listed_runs(qtbot, again.training)] == [cli_run.resolve()]
     assert again.training.catalog.active() == cli_run.resolve()
 
 

@@ -33,6 +33,9 @@ class BackendUnavailable(BackendError):
         super().__init__(message)
         self.fallback = fallback
 
+    def __reduce__(self):  # raised in the export's child process, pickled back whole
+        return type(self), (str(self), self.fallback)
+
 
 def reason(exc: BaseException, limit: int = 200) -> str:
     """One line saying why a native library failed. OpenVINO puts the source location first

@@ -8,13 +8,16 @@ needs timm to build the network.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ...utils.files import sha256_file
+from ...utils.jobs import worker_start_method
 from .base import BACKENDS, Backend, BackendError, BackendUnavailable, cannot_run
 from .cache import cache_entry
 
@@ -57,16 +60,30 @@ def choose_backend(backend: str, device: str = "auto") -> tuple[str, torch.devic
 def onnx_model(model_path: str | os.PathLike, sha256: str, entry: Path) -> Path:
     """The model's ONNX export in its cache entry (logits and each cell's embedding), exported now
     if it is not there yet, or exported again when an earlier allblast cached one without the
-    embedding output."""
-    from ..model import load_model, temperature_of
-    from .onnx_export import export_onnx, has_embedding_output
+    embedding output. In the app (a worker start method is set) the export runs in a child process:
+    torch's exporter holds the GIL through its graph passes for about half a second, which froze
+    the window although it ran on a pool thread (issue 28)."""
+    from .onnx_export import has_embedding_output
 
     path = entry / "model.onnx"
     if not path.is_file() or not has_embedding_output(path):
         log.info("exporting %s to ONNX (once per model version)", model_path)
-        model, spec, extras = load_model(model_path, "cpu")
-        export_onnx(model, spec, path, temperature=temperature_of(extras), sha256=sha256, embedding=True)
+        method = worker_start_method()
+        if method is None:
+            _export(str(model_path), sha256, str(path))
+        else:
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                pool.submit(_export, str(model_path), sha256, str(path)).result()
     return path
+
+
+def _export(model_path: str, sha256: str, path: str) -> None:
+    from ..model import load_model, temperature_of
+    from .onnx_export import export_onnx
+
+    model, spec, extras = load_model(model_path, "cpu")
+    export_onnx(model, spec, path, temperature=temperature_of(extras), sha256=sha256, embedding=True)
 
 
 def open_predictor(model_path: str | os.PathLike, *, backend: str = "auto", device: str = "auto",

@@ -1,0 +1,1 @@
+"""Model ▸ ImageNet Weights…: where each backbone's ImageNet weights come from, and the ways to get them."""
