@@ -15,6 +15,7 @@ from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 
 from engine.learn.weights import WeightsAvailability, find_weights
 
+from .native_preload import preload_native
 from .workers import IMPORTS
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def _look_up(lookup: Callable[[str], WeightsAvailability], names: list[str], gen
     by `get` on the GUI thread as `find_weights` would have raised it there)."""
     found: dict[str, WeightsAvailability | Exception] = {}
     with IMPORTS:  # the first look-up imports timm and huggingface_hub, maybe beside the warm-up
+        preload_native("torch")  # timm imports torch: its libraries first, the GIL released
         for name in names:
             try:
                 found[name] = lookup(name)

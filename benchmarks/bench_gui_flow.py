@@ -217,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="print where every thread was whenever the event loop did not tick for 50 ms")
     ap.add_argument("--no-cli", action="store_true", help="skip the CLI throughput reference")
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_gui_flow.jsonl"))
+    ap.add_argument("--sitting", type=int, default=None, help=argparse.SUPPRESS)  # one sitting, in this process
+    ap.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.sitting is not None:
+        return one_sitting(args)
 
     work = Path(tempfile.mkdtemp(prefix="allblast-bench-flow-"))
     isolate_user_folders(work)
@@ -236,33 +240,41 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         cli_rates = rates(work / "cli")
 
+    results = []
+    for i in range(args.runs):  # each sitting in a new process: the start-up is a real one every time
+        print(f"sitting {i + 1} of {args.runs}:", flush=True)
+        cmd = [sys.executable, __file__, "--sitting", str(i), "--work", str(work), "--per-class", str(args.per_class),
+               "--img-size", str(args.img_size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+               "--out", str(work / "sitting.json")] + (["--trace-stalls"] if args.trace_stalls else [])
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        row = json.loads((work / "sitting.json").read_text())
+        row["cli_images_per_s"] = round(float(np.mean(cli_rates)), 1) if cli_rates else None
+        results.append(row)
+        with open(args.out, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+    print_table(results)
+    return 0
+
+
+def one_sitting(args) -> int:
+    """A child process: the app's start-up as allblast_gui.app.main does it, then one sitting."""
+    isolate_user_folders(args.work)
     from PySide6.QtWidgets import QApplication
 
     from allblast_gui.workers import gui_thread_collector
-
     from engine.utils.jobs import WORKER_PRELOAD, set_worker_start_method
 
-    set_worker_start_method("forkserver", preload=WORKER_PRELOAD)  # as allblast_gui.app.main does
+    set_worker_start_method("forkserver", preload=WORKER_PRELOAD)
     QApplication.instance() or QApplication([])
-    collector = gui_thread_collector()  # as app.main: the cyclic collector on the GUI thread
-    results = []
+    collector = gui_thread_collector()  # the cyclic collector on the GUI thread, held off during imports
     try:
-        for i in range(args.runs):
-            print(f"sitting {i + 1} of {args.runs}:", flush=True)
-            summary, runs, extra = sitting(work, data, args, i)
-            app_rates = [r for run in runs for r in rates(run)]
-            row = {"sitting": i + 1, "phases": summary, "app_images_per_s": round(float(np.mean(app_rates)), 1),
-                   "cli_images_per_s": round(float(np.mean(cli_rates)), 1) if cli_rates else None,
-                   "load_avg_1min": round(os.getloadavg()[0], 2), "marks": extra["marks"]}
-            results.append(row)
-            with open(args.out, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+        summary, runs, extra = sitting(args.work, args.work / "pbc", args, args.sitting)
     finally:
         collector.timer.stop()
-        import gc
-
-        gc.enable()
-    print_table(results)
+    app_rates = [r for run in runs for r in rates(run)]
+    row = {"sitting": args.sitting + 1, "phases": summary, "app_images_per_s": round(float(np.mean(app_rates)), 1),
+           "load_avg_1min": round(os.getloadavg()[0], 2), "marks": extra["marks"]}
+    args.out.write_text(json.dumps(row))
     return 0
 
 

@@ -11,7 +11,7 @@ import importlib
 import threading
 
 from ..workers import IMPORTS
-from .native_preload import preload_native
+from ..native_preload import preload_native
 
 
 def _start_worker_server() -> None:

@@ -51,7 +51,7 @@ def test_the_warm_up_loads_libtorch_before_importing_torch():
     finds it loaded and works as usual."""
     code = textwrap.dedent("""
         import sys
-        from allblast_gui.training.native_preload import preload_native
+        from allblast_gui.native_preload import preload_native
         loaded = preload_native("torch")
         assert "torch" not in sys.modules, "preloading must not import torch"
         assert [p.name for p in loaded] == ["libtorch_global_deps.so", "libtorch.so"], loaded
