@@ -10,6 +10,7 @@ feature through the session (`weightsManagerRequested`), never by import.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
@@ -17,11 +18,22 @@ from engine.learn.weights_store import fetch_weights, import_weights, list_weigh
 
 from ..actions import ActionSpec
 from ..feature import Feature
-from ..workers import TaskRunner
+from ..native_preload import preload_native
+from ..workers import IMPORTS, TaskRunner
 from .dialog import WeightsDialog
 
 log = logging.getLogger(__name__)
 JOB = "weights"
+
+
+def _after_imports(func, *args):
+    """On the runner's thread: torch and timm, which the weights store needs, imported first and
+    in turn with the warm-up (two threads importing timm at once can get it half-initialised);
+    then the job, which may take long (hashing, a download) without holding the imports up."""
+    with IMPORTS:
+        preload_native("torch")
+        importlib.import_module("timm.models")
+    return func(*args)
 
 
 def one_line(exc: BaseException) -> str:
@@ -97,7 +109,7 @@ class WeightsFeature(Feature):
         self.last_error = None
         if self.dialog is not None:
             self.dialog.set_busy(text)
-        worker = self.runner.run(func, *args, key=JOB)
+        worker = self.runner.run(_after_imports, func, *args, key=JOB)
         worker.result.connect(done)
         worker.error.connect(self._failed)
         worker.finished.connect(self._finished)

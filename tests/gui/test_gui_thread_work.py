@@ -64,3 +64,24 @@ def test_the_warm_up_loads_libtorch_before_importing_torch():
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_gui_thread_collector_waits_while_a_heavy_import_runs(qapp):
+    """Regression: the collector on the GUI thread walked the objects an import on a pool thread
+    was making (0.2-0.3 s stalls at start-up); it now waits until the import is over."""
+    import gc
+
+    from allblast_gui.workers import IMPORTS, gui_thread_collector
+
+    collector = gui_thread_collector(interval=3600)  # checked by hand below, never by its timer
+    try:
+        junk = [[i] for i in range(5000)]  # young objects: generation 0 is over its threshold
+        with IMPORTS:
+            collector.check()
+            assert gc.get_count()[0] >= 5000, "collected during an import"
+        collector.check()
+        assert gc.get_count()[0] < 5000
+        del junk
+    finally:
+        collector.timer.stop()
+        gc.enable()
