@@ -261,6 +261,25 @@ def test_lite_packages_replace_every_tensor(name, places, no_network):
 
 
 @pytest.mark.parametrize("name", [W.LITE1, W.LITE2])
+def test_lite_packages_train_offline_from_the_cli_and_the_card_names_them(name, places, no_network, tmp_path):
+    import cv2
+
+    from engine.learn.run_folder import RunDir
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "cells" / cls).mkdir(parents=True)
+        for i in range(8):
+            cv2.imwrite(str(tmp_path / "cells" / cls / f"{cls}{i}.png"), rng.integers(0, 255, (24, 24, 3), np.uint8))
+    assert cli_main(["-q", "train", str(tmp_path / "cells"), "--out", str(tmp_path / "run"), "--backbone", name,
+                     "--img-size", "32", "--epochs", "1", "--batch-size", "4", "--ask-every", "0", "--workers", "0",
+                     "--device", "cpu", "--split", "image"]) == 0
+    weights = RunDir(tmp_path / "run").read_model_card()["weights"]
+    assert weights["source"] == W.PACKAGES[name][0] and weights["sha256"] == sha256_file(W.package_file(name))
+    assert weights["description"] == f"bundled ({name})"
+
+
+@pytest.mark.parametrize("name", [W.LITE1, W.LITE2])
 def test_lite_package_imagenet_head_is_confident_on_a_real_image(name, bccd_dir):
     """The mapped net with its own ImageNet classifier is far from uniform on a real micrograph
     (ImageNet nets call blood smears 'jellyfish', class 107): working weights, not noise."""
