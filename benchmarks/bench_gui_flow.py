@@ -41,20 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-PBC = ROOT.parent / "shared" / "data" / "pbc-dev"
+from benchmarks.bench_gui_training import link_subset, rates  # noqa: E402
+
 TARGETS = {"stall_ms": 100, "p99_ms": 30, "startup_ms": 150, "throughput_ratio": 0.9}
 TIMER_MS = 10
 PHASES = ("start-up", "open", "label", "train", "train-2", "predict", "doubt", "case-report", "model-report")
-
-
-def link_subset(dst: Path, per_class: int) -> Path:
-    for cls in sorted(p.name for p in PBC.iterdir() if p.is_dir()):
-        (dst / cls).mkdir(parents=True, exist_ok=True)
-        for image in sorted((PBC / cls).glob("*.jpg"))[:per_class]:
-            link = dst / cls / image.name
-            if not link.exists():
-                link.symlink_to(image)
-    return dst
 
 
 def isolate_user_folders(work: Path) -> None:
@@ -62,10 +53,6 @@ def isolate_user_folders(work: Path) -> None:
     for var, name in (("XDG_DATA_HOME", "data"), ("XDG_CACHE_HOME", "cache"), ("XDG_STATE_HOME", "state"),
                       ("XDG_DOCUMENTS_DIR", "documents")):
         os.environ[var] = str(work / name)
-
-
-def rates(run: Path) -> list[float]:
-    return [json.loads(line)["train"]["images_per_s"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 class Probe:
