@@ -83,9 +83,11 @@ class ModelBox(QGroupBox):
         browse = QPushButton("Choose…", objectName="trainWeightsBrowse")
         browse.clicked.connect(self.browse)
 
-        status_row = QHBoxLayout()
-        status_row.addWidget(self.weights_status, 1)
-        status_row.addWidget(self.weights_manager)
+        # The button beside the list, the status on a row of its own: a word-wrapped label in a
+        # row with a button was laid out a line too short and lost its first line's top.
+        backbone_row = QHBoxLayout()
+        backbone_row.addWidget(self.backbone, 1)
+        backbone_row.addWidget(self.weights_manager)
         file_row = QHBoxLayout()
         file_row.addWidget(self.weights_file_radio)
         file_row.addWidget(self.weights_file, 1)
@@ -95,8 +97,8 @@ class ModelBox(QGroupBox):
         weights.addLayout(file_row)
         weights.addWidget(self.weights_none)
         form = QFormLayout(self)
-        form.addRow("Backbone", self.backbone)
-        form.addRow("", status_row)
+        form.addRow("Backbone", backbone_row)
+        form.addRow("", self.weights_status)
         form.addRow("ImageNet weights", weights)
 
     def fill(self, extra: str | None = None) -> None:
