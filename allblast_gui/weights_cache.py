@@ -15,8 +15,7 @@ from PySide6.QtCore import QEventLoop, QObject, QTimer, Signal
 
 from engine.learn.weights import WeightsAvailability, find_weights
 
-from .native_preload import preload_native
-from .workers import IMPORTS
+from .workers import heavy_import
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +23,13 @@ log = logging.getLogger(__name__)
 def _look_up(lookup: Callable[[str], WeightsAvailability], names: list[str], generation: int):
     """On the pool thread: every name's answer, or the error its look-up raised (kept, raised again
     by `get` on the GUI thread as `find_weights` would have raised it there)."""
+    heavy_import("timm.models")  # what a look-up imports, in turn with the warm-up
     found: dict[str, WeightsAvailability | Exception] = {}
-    with IMPORTS:  # the first look-up imports timm and huggingface_hub, maybe beside the warm-up
-        preload_native("torch")  # timm imports torch: its libraries first, the GIL released
-        for name in names:
-            try:
-                found[name] = lookup(name)
-            except Exception as exc:  # noqa: BLE001 - an unknown name (ValueError) or an unreadable cache
-                found[name] = exc
+    for name in names:
+        try:
+            found[name] = lookup(name)
+        except Exception as exc:  # noqa: BLE001 - an unknown name (ValueError) or an unreadable cache
+            found[name] = exc
     return generation, found
 
 

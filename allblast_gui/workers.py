@@ -16,6 +16,8 @@ collect them (`collect_warnings`). Every failure is logged with its traceback be
 """
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
 import queue
@@ -40,6 +42,19 @@ _local = threading.local()  # .sink: where this thread's AllblastWarnings go (a 
 # handing one of them a partially initialised module ("cannot import name ... from partially
 # initialized module"). The warm-up and the weights look-ups hold this while they import.
 IMPORTS = threading.Lock()
+
+
+def heavy_import(*modules: str) -> None:
+    """On a pool thread: import `modules` in turn with every other heavy import (IMPORTS), libtorch
+    loaded first with the GIL released (native_preload), and what they made frozen out of the
+    GUI-thread collector's sight afterwards. A no-op, but for the lock, once they are imported."""
+    from .native_preload import preload_native
+
+    with IMPORTS:
+        preload_native("torch")
+        for name in modules:
+            importlib.import_module(name)
+    gc.freeze()
 
 
 def gui_thread_collector(interval: float = 1.0):

@@ -10,7 +10,6 @@ feature through the session (`weightsManagerRequested`), never by import.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 
@@ -18,8 +17,7 @@ from engine.learn.weights_store import fetch_weights, import_weights, list_weigh
 
 from ..actions import ActionSpec
 from ..feature import Feature
-from ..native_preload import preload_native
-from ..workers import IMPORTS, TaskRunner
+from ..workers import TaskRunner, heavy_import
 from .dialog import WeightsDialog
 
 log = logging.getLogger(__name__)
@@ -30,9 +28,7 @@ def _after_imports(func, *args):
     """On the runner's thread: torch and timm, which the weights store needs, imported first and
     in turn with the warm-up (two threads importing timm at once can get it half-initialised);
     then the job, which may take long (hashing, a download) without holding the imports up."""
-    with IMPORTS:
-        preload_native("torch")
-        importlib.import_module("timm.models")
+    heavy_import("timm.models")
     return func(*args)
 
 
