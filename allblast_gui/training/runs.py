@@ -27,7 +27,6 @@ class RunsDock(QObject):
     message = Signal(str)
     refreshed = Signal()  # the panel shows the runs as they were when the last refresh began
 
-
     def __init__(self, session, controller, dashboard, window) -> None:
         super().__init__(window)
         self.session, self.controller, self.dashboard, self.window = session, controller, dashboard, window
